@@ -1,0 +1,55 @@
+# Two commands matter (see README): `make serve` and `make test`. Both build .venv/ from
+# pyproject.toml pinned by constraints.txt, so installs are repeatable.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
+PYTEST_ARGS ?=
+
+.PHONY: serve test install install-serve install-test system-deps lint bench image lock audit clean
+
+serve: install-serve
+	$(BIN)/gunicorn -c service/gunicorn.conf.py
+
+test: install-test system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+install-serve: $(VENV)/.serve
+install-test: $(VENV)/.test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
+
+$(VENV)/.serve: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.test: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) -e '.[train,test,dev]'
+	touch $@ $(VENV)/.serve
+
+# wrk (benchmarks), Chromium (browser tests) and Fashion-MNIST come from Debian, not PyPI.
+system-deps:
+	@bash .ci/system-deps.sh
+
+lint: install-test
+	$(BIN)/ruff check .
+
+bench: install-test system-deps
+	$(BIN)/python bench/bench.py
+
+image:
+	bash -c 'source ../shared/container/podman-env.sh && podman build --network host --pull=never -t mnist-serving .'
+
+# Re-pin every dependency after changing pyproject.toml (needs a fresh venv with the extras).
+lock:
+	rm -rf /tmp/lock-venv && $(PYTHON) -m venv /tmp/lock-venv
+	/tmp/lock-venv/bin/pip install -q -e '.[train,test,dev]'
+	/tmp/lock-venv/bin/pip freeze --exclude-editable | grep -v '^mnist-serving' > constraints.txt
+
+audit: install-test
+	$(BIN)/pip-audit -r constraints.txt --no-deps --disable-pip || true
+
+clean:
+	rm -rf $(VENV) .pytest_cache
