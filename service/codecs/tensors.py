@@ -1,0 +1,147 @@
+"""Numbers already in the model's layout (JSON ``instances``, V2 tensors) -> float32 [N, 784].
+
+Clients that send numbers skip image preprocessing, so these values must already be what the model was
+trained on: 28x28 pixels, row-major, scaled to [0, 1]. The commonest client mistake is sending 0-255
+pixel values; that is refused with a message saying to divide by 255, rather than silently giving a
+confident wrong answer.
+
+Speed: the happy path is one C-level type scan (so that JSON ``true``/``false`` and strings are never
+coerced into numbers, which ``np.asarray`` would happily do) plus one ``np.asarray``. Only when that
+fails does a slow per-item walk run, to name the first bad item in the error message.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from service.errors import BadRequest, PayloadTooLarge
+
+__all__ = ["FEATURES", "SIDE", "instances_to_batch", "json_kind", "validate_batch"]
+
+SIDE = 28
+FEATURES = SIDE * SIDE
+_NUMBER_TYPES = frozenset((int, float))
+_LAYOUT = f"{FEATURES} numbers ({SIDE}x{SIDE} flattened) or {SIDE} rows of {SIDE}"
+_SCALE_HINT = "pixel values must be scaled to [0,1]: divide 0-255 values by 255"
+_chain = itertools.chain.from_iterable
+
+
+def instances_to_batch(instances: object, *, max_items: int) -> np.ndarray:
+    """Convert a parsed JSON ``instances`` list into a float32 [N, 784] batch, or say what is wrong.
+
+    Each item is either 784 numbers or 28 lists of 28 numbers; the top level may therefore be
+    [N, 784] or [N, 28, 28]. ``max_items`` bounds N (413 above it).
+    """
+    if not isinstance(instances, list):
+        raise BadRequest(f"instances must be a list of images, each {_LAYOUT}")
+    _check_count(len(instances), max_items, "instances")
+    batch = _fast_convert(instances)
+    if batch is None:
+        _diagnose(instances)
+        raise BadRequest(f"instances must be a list of images, each {_LAYOUT}")  # pragma: no cover
+    return validate_batch(batch, max_items=max_items, what="instances")
+
+
+def validate_batch(x: np.ndarray, *, max_items: int, what: str = "input") -> np.ndarray:
+    """Check an array's shape, finiteness and range; return it as C-contiguous float32 [N, 784].
+
+    Accepts [N, 784] or [N, 28, 28]. A float32 C-contiguous input comes back as a view, not a copy.
+    Shared by the JSON and the binary V2 paths so both refuse exactly the same things.
+    """
+    if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiu":
+        raise BadRequest(f"{what} must be numbers, {_LAYOUT} per item")
+    if x.ndim not in (2, 3) or x.shape[1:] not in ((FEATURES,), (SIDE, SIDE)):
+        raise BadRequest(f"{what} has shape {list(x.shape)}; expected [N, {FEATURES}] or [N, {SIDE}, {SIDE}]")
+    _check_count(x.shape[0], max_items, what)
+    x = np.require(x.reshape(x.shape[0], FEATURES), dtype=np.float32, requirements=("C", "A"))
+    _check_values(x, what)
+    return x
+
+
+def _check_count(count: int, max_items: int, what: str) -> None:
+    if count == 0:
+        raise BadRequest(f"{what} is empty; send at least one image")
+    if count > max_items:
+        raise PayloadTooLarge(f"{what} has {count} items; send at most {max_items} per request")
+
+
+def _check_values(x: np.ndarray, what: str) -> None:
+    """All values finite and within [0, 1]; otherwise name the first offending value."""
+    if x.size == 0:
+        return
+    low, high = x.min(), x.max()  # NaN propagates, so one pair of reductions covers everything
+    if low >= 0.0 and high <= 1.0:
+        return
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise BadRequest(f"{what}[{row}][{col}] is not finite (or too large for float32); {_SCALE_HINT}")
+    row, col = np.argwhere((x < 0.0) | (x > 1.0))[0]
+    raise BadRequest(f"{what}[{row}][{col}] = {float(x[row, col]):g} is outside [0,1]; {_SCALE_HINT}")
+
+
+def _fast_convert(instances: list) -> np.ndarray | None:
+    """Build the array in C when every item is well-formed; None sends the caller to the diagnosis."""
+    try:
+        lengths = set(map(len, instances))
+        if lengths == {FEATURES}:
+            numbers = _chain(instances)
+        elif lengths == {SIDE} and set(map(len, _chain(instances))) == {SIDE}:
+            numbers = _chain(_chain(instances))
+        else:
+            return None
+        if not set(map(type, numbers)) <= _NUMBER_TYPES:
+            return None  # bools, strings, None, nested lists: refused with a precise message
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.asarray(instances, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _diagnose(instances: list) -> None:
+    """Raise a BadRequest naming the first malformed item (the slow path, errors only)."""
+    for index, item in enumerate(instances):
+        where = f"instances[{index}]"
+        if not isinstance(item, list):
+            hint = " (wrap a single image in a list: [[...]])" if json_kind(item) == "a number" else ""
+            raise BadRequest(f"{where} is {json_kind(item)}; expected a list of {_LAYOUT}{hint}")
+        if len(item) == SIDE and all(isinstance(row, list) for row in item):
+            for r, row in enumerate(item):
+                if len(row) != SIDE:
+                    raise BadRequest(f"{where}[{r}] has {len(row)} values; expected {SIDE}")
+                _check_numbers(row, f"{where}[{r}]")
+        elif len(item) == FEATURES:
+            _check_numbers(item, where)
+        else:
+            raise BadRequest(f"{where} has {len(item)} values; expected {_LAYOUT}")
+
+
+def _check_numbers(values: list, where: str) -> None:
+    for position, value in enumerate(values):
+        if type(value) not in _NUMBER_TYPES:
+            raise BadRequest(f"{where}[{position}] is {json_kind(value)}; expected a number in [0,1]")
+        if isinstance(value, int) and abs(value) > 1:
+            shown = value if abs(value) < 10**12 else "a huge integer"
+            raise BadRequest(f"{where}[{position}] = {shown} is outside [0,1]; {_SCALE_HINT}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BadRequest(f"{where}[{position}] is not a finite number; {_SCALE_HINT}")
+
+
+def json_kind(value: object) -> str:
+    """How a parsed JSON value is described in error messages (JSON's names, not Python's)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__

@@ -1,0 +1,171 @@
+"""All service settings, read from the environment in one place.
+
+Every knob the service has is a field here with its environment variable and default; nothing else in
+``service/`` reads ``os.environ``. The README's settings table is generated from the same field list
+(``python -m service.config``), so documentation and code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def _int(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(name: str, default: float) -> float:
+    raw = _env(name, str(default))
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = _env(name, "1" if default else "0").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def _list(name: str, default: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in _env(name, default).split(",") if item.strip())
+
+
+def _setting(env: str, doc: str, default_factory):
+    """A dataclass field that remembers its environment variable and documentation."""
+    return field(default_factory=default_factory, metadata={"env": env, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_repository: Path = _setting(
+        "MODEL_REPOSITORY", "Folder of models: <name>/<version>/model.onnx + model.json.",
+        lambda: Path(_env("MODEL_REPOSITORY", str(_PROJECT_ROOT / "models"))),
+    )
+    default_model: str = _setting(
+        "DEFAULT_MODEL", "Model that POST /predict and the web page use.",
+        lambda: _env("DEFAULT_MODEL", "mnist"),
+    )
+    version_policy: str = _setting(
+        "VERSION_POLICY",
+        "Which versions to serve: 'latest', 'latest:N' or 'specific:V1,V2'. A model's own "
+        "serving.json (written by promote/rollback) overrides it.",
+        lambda: _env("VERSION_POLICY", "latest"),
+    )
+    poll_interval_s: float = _setting(
+        "POLL_INTERVAL_S", "Seconds between scans of the repository for new, changed or removed versions "
+        "(0 turns polling off).",
+        lambda: _float("POLL_INTERVAL_S", 2.0),
+    )
+    providers: tuple[str, ...] = _setting(
+        "ORT_PROVIDERS", "onnxruntime providers: 'auto' (CUDA if available, else CPU) or a comma list.",
+        lambda: _list("ORT_PROVIDERS", "auto"),
+    )
+    intra_op_threads: int = _setting(
+        "ORT_THREADS", "onnxruntime intra-op threads per worker (0 = cores / workers).",
+        lambda: _int("ORT_THREADS", 0),
+    )
+    max_batch_items: int = _setting(
+        "MAX_BATCH_ITEMS", "Most items (images or instances) one request may carry.",
+        lambda: _int("MAX_BATCH_ITEMS", 4096),
+    )
+    max_content_length: int = _setting(
+        "MAX_CONTENT_LENGTH", "Largest request body in bytes; larger ones get 413 before being read.",
+        lambda: _int("MAX_CONTENT_LENGTH", 32 * 1024 * 1024),
+    )
+    max_image_pixels: int = _setting(
+        "MAX_IMAGE_PIXELS", "Largest image (width x height) accepted; checked from the header before "
+        "decoding.",
+        lambda: _int("MAX_IMAGE_PIXELS", 4096 * 4096),
+    )
+    default_top_k: int = _setting(
+        "DEFAULT_TOP_K", "How many classes each prediction lists in top_k unless the query says.",
+        lambda: _int("DEFAULT_TOP_K", 3),
+    )
+    batch_max_size: int = _setting(
+        "BATCH_MAX_SIZE", "Dynamic batching across concurrent requests: most items in one run "
+        "(1 = off).",
+        lambda: _int("BATCH_MAX_SIZE", 1),
+    )
+    batch_max_delay_ms: float = _setting(
+        "BATCH_MAX_DELAY_MS", "Dynamic batching: longest a request waits for others to join it.",
+        lambda: _float("BATCH_MAX_DELAY_MS", 2.0),
+    )
+    admin_token: str = _setting(
+        "ADMIN_TOKEN", "Bearer token for the repository admin API; empty turns the admin API off (403).",
+        lambda: _env("ADMIN_TOKEN", ""),
+    )
+    cors_origins: tuple[str, ...] = _setting(
+        "CORS_ORIGINS", "Origins allowed to call the API from a browser (comma list, '*' for any); "
+        "empty = CORS off.",
+        lambda: _list("CORS_ORIGINS", ""),
+    )
+    log_level: str = _setting(
+        "LOG_LEVEL", "Log level: DEBUG, INFO, WARNING, ERROR.",
+        lambda: _env("LOG_LEVEL", "INFO").upper(),
+    )
+    metrics_dir: str = _setting(
+        "PROMETHEUS_MULTIPROC_DIR", "Folder where gunicorn workers share Prometheus metrics (set by "
+        "gunicorn.conf.py when empty).",
+        lambda: _env("PROMETHEUS_MULTIPROC_DIR", ""),
+    )
+    workers: int = _setting(
+        "WORKERS", "gunicorn worker processes (0 = number of cores).",
+        lambda: _int("WORKERS", 0),
+    )
+    threads: int = _setting(
+        "THREADS", "Threads per gunicorn worker.",
+        lambda: _int("THREADS", 1),
+    )
+    host: str = _setting("HOST", "Address gunicorn binds to.", lambda: _env("HOST", "0.0.0.0"))
+    port: int = _setting("PORT", "Port gunicorn binds to.", lambda: _int("PORT", 8000))
+
+    def ort_threads(self) -> int:
+        """Threads per onnxruntime session, so that workers x threads never oversubscribes the cores."""
+        if self.intra_op_threads > 0:
+            return self.intra_op_threads
+        cores = os.cpu_count() or 1
+        return max(1, cores // max(1, self.worker_count()))
+
+    def worker_count(self) -> int:
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+
+def load_settings() -> Settings:
+    """Read the environment now (each call sees the current environment)."""
+    return Settings()
+
+
+def settings_table() -> str:
+    """Markdown table of every setting, for the README."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    defaults = Settings()
+    for f in fields(Settings):
+        value = getattr(defaults, f.name)
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        if f.name == "model_repository":
+            value = "models/ (in the checkout)"
+        rows.append(f"| `{f.metadata['env']}` | `{value}` | {f.metadata['doc']} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())

@@ -1,0 +1,166 @@
+"""The data plane: infer, metadata and readiness, shared by every protocol.
+
+Routes only translate HTTP to and from these calls (with the codecs); everything that decides what a
+request means — which model and version answers, how images become a batch, how a batch is run, what a
+prediction looks like — lives here, once, so the simple API, V2 and TF-Serving routes cannot disagree.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .codecs.images import decode_image
+from .config import Settings
+from .errors import BadRequest, PayloadTooLarge, ServiceError
+from .preprocessing import batch_to_model_input
+from .registry import ModelRegistry
+from .repository import parse_version
+from .runtime import INPUT_NAME, INPUT_SIZE, NUM_CLASSES, OUTPUT_NAME, LoadedModel
+
+PREPROCESS_MODES = ("auto", "mnist", "fashion", "none")
+SERVER_NAME = "mnist-serving"
+SERVER_VERSION = "0.1.0"
+V2_EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
+
+
+@dataclass
+class Timings:
+    """Seconds spent in each part of a request, for metrics and the Server-Timing header."""
+
+    decode: float = 0.0
+    inference: float = 0.0
+
+
+class DataPlane:
+    def __init__(self, settings: Settings, registry: ModelRegistry) -> None:
+        self.settings = settings
+        self.registry = registry
+
+    # -- models ----------------------------------------------------------------------------------
+
+    def model(self, name: str | None = None, version: str | int | None = None) -> LoadedModel:
+        """The model that answers: the named version, or the default one the policy serves."""
+        if version is None or isinstance(version, int):
+            return self.registry.get(name or self.settings.default_model, version)
+        number = parse_version(version)
+        if number is None:
+            raise BadRequest(f"model version must be a positive integer, got '{version[:32]}'")
+        return self.registry.get(name or self.settings.default_model, number)
+
+    @property
+    def live(self) -> bool:
+        return True
+
+    @property
+    def ready(self) -> bool:
+        return self.registry.ready
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def check_items(self, count: int) -> None:
+        if count == 0:
+            raise BadRequest("the request carries no images or instances")
+        if count > self.settings.max_batch_items:
+            raise PayloadTooLarge(
+                f"{count} items in one request; at most {self.settings.max_batch_items} "
+                "(MAX_BATCH_ITEMS): split the batch"
+            )
+
+    def preprocess_mode(self, model: LoadedModel, requested: str | None) -> str:
+        mode = (requested or "auto").lower()
+        if mode not in PREPROCESS_MODES:
+            raise BadRequest(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}, got '{mode[:32]}'")
+        return model.card.preprocess if mode == "auto" else mode
+
+    def images_to_batch(self, blobs: list[bytes], model: LoadedModel, preprocess: str | None,
+                        timings: Timings | None = None) -> np.ndarray:
+        """Decode encoded images and make them look like the model's training data."""
+        self.check_items(len(blobs))
+        start = time.perf_counter()
+        mode = self.preprocess_mode(model, preprocess)
+        grays = []
+        for index, blob in enumerate(blobs):
+            try:
+                grays.append(decode_image(blob, max_pixels=self.settings.max_image_pixels))
+            except ServiceError as exc:
+                if len(blobs) > 1:
+                    exc.message = f"image {index}: {exc.message}"
+                raise
+        batch = batch_to_model_input(grays, mode)
+        if timings is not None:
+            timings.decode += time.perf_counter() - start
+        return batch
+
+    # -- inference -------------------------------------------------------------------------------
+
+    def infer(self, model: LoadedModel, batch: np.ndarray, timings: Timings | None = None) -> np.ndarray:
+        """Run one batch [N, 784] as a single onnxruntime call; returns probabilities [N, 10]."""
+        self.check_items(len(batch))
+        start = time.perf_counter()
+        probabilities = model.predict(batch)
+        if timings is not None:
+            timings.inference += time.perf_counter() - start
+        return probabilities
+
+    # -- outputs ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def top_k(model: LoadedModel, probabilities: np.ndarray, k: int) -> list[list[dict]]:
+        """For each row, the k most likely classes with label, index and probability, best first."""
+        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+        top = np.take_along_axis(probabilities, order, axis=1).tolist()
+        labels = model.labels
+        return [
+            [{"label": labels[i], "index": i, "probability": p} for i, p in zip(idx, row, strict=True)]
+            for idx, row in zip(order.tolist(), top, strict=True)
+        ]
+
+    def predictions(self, model: LoadedModel, probabilities: np.ndarray, k: int) -> dict:
+        """The simple API's response: one prediction per input, in input order."""
+        ranked = self.top_k(model, probabilities, max(1, k))
+        preds = [{**best[0], "top_k": best} for best in ranked]
+        if k == 0:
+            for pred in preds:
+                pred["top_k"] = []
+        return {"model_name": model.name, "model_version": str(model.version), "predictions": preds}
+
+    def parse_top_k(self, raw: str | None) -> int:
+        if raw is None or raw == "":
+            return self.settings.default_top_k
+        if not raw.isascii() or not raw.isdigit() or not 0 <= int(raw) <= NUM_CLASSES:
+            raise BadRequest(f"top_k must be an integer from 0 to {NUM_CLASSES}, got '{raw[:16]}'")
+        return int(raw)
+
+    # -- metadata --------------------------------------------------------------------------------
+
+    def server_metadata(self) -> dict:
+        return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": V2_EXTENSIONS}
+
+    def model_metadata(self, model: LoadedModel) -> dict:
+        """V2 model metadata, plus what an operator needs: provider, labels, card, served versions."""
+        served = self.registry.served().get(model.name)
+        card = model.card.raw
+        return {
+            "name": model.name,
+            "versions": [str(v) for v in sorted(served.versions)] if served else [str(model.version)],
+            "platform": "onnxruntime_onnx",
+            "inputs": [
+                {"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, INPUT_SIZE]},
+                {"name": "image", "datatype": "BYTES", "shape": [-1],
+                 "parameters": {"content": "encoded image (PNG, JPEG, ...), alternative to 'input'"}},
+            ],
+            "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, NUM_CLASSES]}],
+            "parameters": {
+                "version": str(model.version),
+                "provider": model.provider,
+                "labels": list(model.labels),
+                "preprocess": model.card.preprocess,
+                "created": card.get("created"),
+                "metrics": card.get("metrics", {}),
+                "sha256": model.card.sha256,
+                "status": self.registry.status(model.name)["versions"],
+            },
+        }
