@@ -121,10 +121,10 @@ class Settings:
         "LOG_LEVEL", "Log level: DEBUG, INFO, WARNING, ERROR.",
         lambda: _env("LOG_LEVEL", "INFO").upper(),
     )
-    metrics_dir: str = _setting(
-        "PROMETHEUS_MULTIPROC_DIR", "Folder where gunicorn workers share Prometheus metrics (set by "
-        "gunicorn.conf.py when empty).",
-        lambda: _env("PROMETHEUS_MULTIPROC_DIR", ""),
+    runtime_dir: str = _setting(
+        "RUNTIME_DIR", "Scratch folder the gunicorn workers share (metrics, admin state); the master "
+        "makes a fresh one under /tmp when empty. Must be writable (a tmpfs in a read-only container).",
+        lambda: _env("RUNTIME_DIR", ""),
     )
     workers: int = _setting(
         "WORKERS", "gunicorn worker processes (0 = number of cores).",

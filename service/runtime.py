@@ -11,11 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 from .repository import CARD_FILE, MODEL_FILE
 
@@ -85,9 +89,21 @@ class LoadedModel:
         return self.card.labels
 
 
+def onnxruntime():
+    """Import onnxruntime on first use, never in the gunicorn master.
+
+    onnxruntime starts native threads when imported; a worker forked from a master that imported it
+    inherits that state without the threads and aborts ("std::system_error") or hangs at exit. With
+    ``preload_app`` the master imports the app, so this module must not import onnxruntime at the top.
+    """
+    import onnxruntime as ort
+
+    return ort
+
+
 def resolve_providers(requested: tuple[str, ...]) -> list[str]:
     """'auto' means CUDA when this onnxruntime build offers it, else CPU; explicit lists pass through."""
-    available = ort.get_available_providers()
+    available = onnxruntime().get_available_providers()
     if not requested or requested == ("auto",):
         preferred = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         return [p for p in preferred if p in available] or ["CPUExecutionProvider"]
@@ -99,6 +115,7 @@ def resolve_providers(requested: tuple[str, ...]) -> list[str]:
 
 def session_options(threads: int) -> ort.SessionOptions:
     """One session per worker, sized so workers x threads never exceeds the cores."""
+    ort = onnxruntime()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -114,8 +131,6 @@ def load_version(
     name: str, version: int, folder: Path, *, providers: tuple[str, ...], threads: int
 ) -> LoadedModel:
     """Load and validate one version folder; raise ModelLoadError with the reason if it is unfit."""
-    import time
-
     start = time.perf_counter()
     card = ModelCard.read(folder / CARD_FILE)
     try:
@@ -126,7 +141,7 @@ def load_version(
     if digest != card.sha256:
         raise ModelLoadError(f"{MODEL_FILE} sha256 {digest[:12]}… does not match {CARD_FILE} (incomplete or altered)")
     try:
-        session = ort.InferenceSession(blob, sess_options=session_options(threads),
+        session = onnxruntime().InferenceSession(blob, sess_options=session_options(threads),
                                        providers=resolve_providers(providers))
     except ModelLoadError:
         raise

@@ -58,6 +58,8 @@ _FAST_PNG_MAX_PIXELS = 256 * 256
 # path handles those. Every other ancillary chunk (gamma, text, physical size, ...) is irrelevant here.
 _FAST_PNG_SLOW_CHUNKS = frozenset((b"tRNS", b"eXIf", b"acTL", b"fcTL", b"fdAT", b"sBIT"))
 
+_EXIF_ORIENTATION = 0x0112
+_ROTATED = frozenset(range(2, 9))  # EXIF orientations other than 1 (upright)
 _CORRUPT = "the image data is truncated or corrupt; send the complete, unmodified file"
 _ANIMATED = (
     "animated images are not supported; send a single frame "
@@ -191,8 +193,10 @@ def _decode_simple_png(data: bytes, max_pixels: int) -> np.ndarray | None:
     Never raises for bad input except the pixel limit (413, same as the slow path): anything this
     function does not fully understand is left to the slow path.
     """
-    if len(data) < 57 or data[12:16] != b"IHDR" or data[8:12] != b"\x00\x00\x00\x0d":
+    if len(data) < 57 or data[8:16] != b"\x00\x00\x00\x0dIHDR":
         return None
+    if zlib.crc32(data[12:29]) != struct.unpack_from(">I", data, 29)[0]:
+        return None  # damaged header: the slow path reports it
     width, height, depth, colour, compression, filtering, interlace = struct.unpack_from(">IIBBBBB", data, 16)
     if width * height > max_pixels:
         raise _too_large(width, height, max_pixels)
@@ -315,6 +319,8 @@ def _upright(image: Image.Image) -> Image.Image:
     if "exif" not in image.info and image.format != "TIFF":
         return image
     try:
+        if image.getexif().get(_EXIF_ORIENTATION, 1) not in _ROTATED:
+            return image  # upright already: skip exif_transpose, which would copy the image
         return ImageOps.exif_transpose(image)
     except MemoryError:
         raise

@@ -74,6 +74,9 @@ class InferRequest:
 # --- request ---------------------------------------------------------------------------------------
 
 
+IMAGE_INPUT = "image"  # the BYTES input of encoded pictures, an alternative to the FP32 pixel input
+
+
 def decode_infer_request(
     body: bytes,
     *,
@@ -107,13 +110,13 @@ def decode_infer_request(
     )
 
 
-def _split_body(body: bytes, header_length: int | None) -> tuple[bytes, memoryview]:
-    """Split into the JSON header and a zero-copy view of the binary part."""
+def _split_body(body: bytes, header_length: int | None) -> tuple[memoryview, memoryview]:
+    """Split into the JSON header and the binary part, both zero-copy views of ``body``."""
     if not isinstance(body, bytes | bytearray | memoryview):
         raise BadRequest("the request body must be bytes")
     view = memoryview(body)
     if header_length is None:
-        return bytes(view), view[len(view) :]
+        return view, view[len(view) :]
     if isinstance(header_length, bool) or not isinstance(header_length, int):
         raise BadRequest("Inference-Header-Content-Length must be an integer")
     if not 0 < header_length <= len(view):
@@ -121,11 +124,11 @@ def _split_body(body: bytes, header_length: int | None) -> tuple[bytes, memoryvi
             f"Inference-Header-Content-Length is {header_length} but the body has {len(view)} bytes; it "
             "must be the size of the JSON header at the start of the body"
         )
-    return bytes(view[:header_length]), view[header_length:]
+    return view[:header_length], view[header_length:]
 
 
-def _parse_json_header(header: bytes) -> dict:
-    if not header.strip():
+def _parse_json_header(header: memoryview) -> dict:
+    if not len(header):
         raise BadRequest("the request body is empty; send a V2 inference request (JSON with 'inputs')")
     try:
         request = orjson.loads(header)
@@ -149,8 +152,13 @@ def _single_input(request: dict, input_name: str) -> dict:
     if not isinstance(inputs, list) or len(inputs) != 1:
         raise BadRequest(f"'inputs' must be a list with exactly one input, named '{input_name}'")
     tensor = _object(inputs[0], "inputs[0]")
-    if tensor.get("name") != input_name:
-        raise BadRequest(f"unknown input {tensor.get('name')!r}; this model's input is named '{input_name}'")
+    name = tensor.get("name")
+    if name == IMAGE_INPUT and tensor.get("datatype") == "BYTES":
+        return tensor
+    if name != input_name:
+        raise BadRequest(
+            f"unknown input {name!r}; send '{input_name}' (FP32 pixels) or '{IMAGE_INPUT}' (BYTES images)"
+        )
     return tensor
 
 
@@ -375,7 +383,10 @@ def _images_to_batch(files: list[bytes], max_pixels: int, preprocess: str) -> np
         _reraise_with_index(lambda f: decode_image(f, max_pixels=max_pixels), data, index)
         for index, data in enumerate(files)
     ]
-    return batch_to_model_input(grays, preprocess)
+    try:
+        return batch_to_model_input(grays, preprocess)
+    except ServiceError as exc:
+        raise type(exc)(f"inputs[0]: {exc.message}", exc.status) from None
 
 
 def _reraise_with_index(function, argument, index: int):

@@ -1,0 +1,183 @@
+"""instances_to_batch / validate_batch: accepted layouts, every refusal with its status, fuzzing."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from service.codecs.tensors import instances_to_batch, validate_batch
+from service.errors import BadRequest, PayloadTooLarge, ServiceError
+
+ROW = [0.5] * 784
+
+
+def with_value(value: object, position: int = 0) -> list:
+    row = list(ROW)
+    row[position] = value
+    return row
+
+
+# --- accepted --------------------------------------------------------------------------------------
+
+
+def test_flat_and_nested_items() -> None:
+    x = np.random.default_rng(0).random((5, 784), dtype=np.float32)
+    flat = instances_to_batch(x.tolist(), max_items=5)
+    nested = instances_to_batch(x.reshape(5, 28, 28).tolist(), max_items=5)
+    for out in (flat, nested):
+        assert out.dtype == np.float32 and out.shape == (5, 784) and out.flags.c_contiguous
+        np.testing.assert_array_equal(out, x)
+
+
+def test_integers_zero_and_one_are_numbers() -> None:
+    out = instances_to_batch([[0, 1] * 392], max_items=1)
+    np.testing.assert_array_equal(out[0, :2], [0.0, 1.0])
+
+
+def test_from_real_json() -> None:
+    body = orjson.dumps({"instances": [[0.0] * 783 + [1.0]]})
+    out = instances_to_batch(orjson.loads(body)["instances"], max_items=4)
+    assert out[0, -1] == 1.0
+
+
+# --- refused ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("instances", "status", "fragment"),
+    [
+        ({"a": 1}, 400, "must be a list"),
+        ("[[0.5]]", 400, "must be a list"),
+        (None, 400, "must be a list"),
+        ([], 400, "empty"),
+        ([ROW] * 5, 413, "at most 4"),
+        ([ROW[:783]], 400, "instances[0] has 783 values; expected 784"),
+        ([ROW, ROW, ROW, ROW + [0.5]], 400, "instances[3] has 785 values"),
+        (ROW[:4], 400, "instances[0] is a number"),
+        ([ROW, 0.5], 400, "instances[1] is a number"),
+        ([ROW, "abc"], 400, "instances[1] is a string"),
+        ([ROW, {"b64": "x"}], 400, "instances[1] is an object"),
+        ([ROW, None], 400, "instances[1] is null"),
+        ([with_value(True)], 400, "instances[0][0] is a boolean"),
+        ([with_value(False, 9)], 400, "instances[0][9] is a boolean"),
+        ([with_value("0.5", 3)], 400, "instances[0][3] is a string"),
+        ([with_value(None, 3)], 400, "instances[0][3] is null"),
+        ([with_value([0.5], 3)], 400, "instances[0][3] is a list"),
+        ([with_value(255, 7)], 400, "divide 0-255 values by 255"),
+        ([with_value(1.5, 7)], 400, "instances[0][7] = 1.5 is outside [0,1]"),
+        ([with_value(-0.01, 7)], 400, "outside [0,1]"),
+        ([with_value(1e39, 7)], 400, "instances[0][7] is not finite"),
+        ([with_value(float("nan"), 7)], 400, "not finite"),
+        ([with_value(float("inf"), 7)], 400, "not finite"),
+        ([with_value(10**400, 7)], 400, "huge integer"),
+        ([[[0.5] * 28] * 27 + [[0.5] * 27]], 400, "instances[0][27] has 27 values; expected 28"),
+        ([[[0.5] * 28] * 27 + [[True] + [0.5] * 27]], 400, "instances[0][27][0] is a boolean"),
+        ([[[[0.5]] * 28] * 28], 400, "instances[0][0][0] is a list"),
+        ([[[0.5]] * 28], 400, "instances[0][0] has 1 values"),
+        ([[[0.5] * 28] * 28, ROW[:10]], 400, "instances[1] has 10 values"),
+    ],
+)
+def test_refusals(instances: object, status: int, fragment: str) -> None:
+    with pytest.raises(ServiceError) as info:
+        instances_to_batch(instances, max_items=4)
+    assert info.value.status == status
+    assert fragment in info.value.message, info.value.message
+
+
+def test_too_many_items_is_413_before_looking_at_them() -> None:
+    with pytest.raises(PayloadTooLarge):
+        instances_to_batch([None] * 10, max_items=9)
+
+
+# --- validate_batch --------------------------------------------------------------------------------
+
+
+def test_validate_batch_does_not_copy_float32() -> None:
+    x = np.random.default_rng(1).random((3, 784), dtype=np.float32)
+    out = validate_batch(x, max_items=3)
+    assert np.shares_memory(out, x) and out.flags.c_contiguous
+    y = x.reshape(3, 28, 28)
+    out = validate_batch(y, max_items=3)
+    assert out.shape == (3, 784) and np.shares_memory(out, x)
+
+
+def test_validate_batch_converts_other_layouts() -> None:
+    x = np.random.default_rng(2).random((784, 3))
+    out = validate_batch(x.T, max_items=3)  # float64, Fortran-ordered
+    assert out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_allclose(out, x.T, rtol=1e-6)
+    raw = np.zeros(3 * 784 * 4 + 1, np.uint8)[1:].view("<f4").reshape(3, 784)  # misaligned buffer
+    assert validate_batch(raw, max_items=3).flags.aligned
+
+
+@pytest.mark.parametrize(
+    ("x", "status", "fragment"),
+    [
+        (np.zeros((0, 784), np.float32), 400, "empty"),
+        (np.zeros((5, 784), np.float32), 413, "at most 4"),
+        (np.zeros((2, 783), np.float32), 400, "expected [N, 784]"),
+        (np.zeros(784, np.float32), 400, "expected [N, 784]"),
+        (np.zeros((1, 1, 784), np.float32), 400, "expected [N, 784]"),
+        (np.zeros((2, 784), object), 400, "must be numbers"),
+        (np.zeros((2, 784), bool), 400, "must be numbers"),
+        (np.full((2, 784), np.nan, np.float32), 400, "input[0][0] is not finite"),
+        (np.full((2, 784), 255, np.float32), 400, "divide 0-255 values by 255"),
+    ],
+)
+def test_validate_batch_refusals(x: np.ndarray, status: int, fragment: str) -> None:
+    with pytest.raises(ServiceError) as info:
+        validate_batch(x, max_items=4)
+    assert info.value.status == status and fragment in info.value.message
+
+
+def test_non_array_is_400() -> None:
+    with pytest.raises(BadRequest):
+        validate_batch([[0.5] * 784], max_items=4)  # type: ignore[arg-type]
+
+
+# --- property tests --------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.floats() | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=3), children, max_size=3)
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_any_json_value_only_raises_service_errors(value: object) -> None:
+    try:
+        out = instances_to_batch(value, max_items=8)
+    except ServiceError:
+        return
+    assert out.shape[1] == 784  # pragma: no cover - random JSON is never a valid batch
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.sampled_from([True, False, None, "1", 2, -1, 1e300, [0.5], {}]), min_size=1, max_size=3),
+    st.integers(0, 783),
+    st.booleans(),
+)
+def test_one_bad_value_anywhere_is_a_400(bads: list, position: int, nested: bool) -> None:
+    row = with_value(bads[0], position)
+    item = [row[i : i + 28] for i in range(0, 784, 28)] if nested else row
+    with pytest.raises(BadRequest):
+        instances_to_batch([ROW, item], max_items=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 6).flatmap(lambda n: arrays(np.float32, (n, 784), elements=st.floats(0, 1, width=32))),
+    st.booleans(),
+)
+def test_valid_batches_round_trip_exactly(x: np.ndarray, nested: bool) -> None:
+    data = x.reshape(len(x), 28, 28).tolist() if nested else x.tolist()
+    np.testing.assert_array_equal(instances_to_batch(orjson.loads(orjson.dumps(data)), max_items=6), x)
