@@ -40,7 +40,7 @@ bench: install-test system-deps
 	$(BIN)/python bench/bench.py
 
 image:
-	bash -c 'source ../shared/container/podman-env.sh && podman build --network host --pull=never -t mnist-serving .'
+	bash -c 'source ../shared/container/podman-env.sh && podman build --format docker --network host --pull=never -t mnist-serving .'
 
 # Re-pin every dependency after changing pyproject.toml (needs a fresh venv with the extras).
 lock:

@@ -141,11 +141,26 @@ class Settings:
         """Threads per onnxruntime session, so that workers x threads never oversubscribes the cores."""
         if self.intra_op_threads > 0:
             return self.intra_op_threads
-        cores = os.cpu_count() or 1
-        return max(1, cores // max(1, self.worker_count()))
+        return max(1, available_cpus() // max(1, self.worker_count()))
 
     def worker_count(self) -> int:
-        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+        return self.workers if self.workers > 0 else available_cpus()
+
+
+def available_cpus() -> int:
+    """Cores this process may really use: the CPU affinity mask, capped by a cgroup v2 quota.
+
+    ``os.cpu_count()`` reports the host's cores, so a container limited to 2 CPUs on a 64-core node
+    would otherwise start 64 workers.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
 
 
 def load_settings() -> Settings:
