@@ -1,0 +1,126 @@
+"""Test support: a real gunicorn on 127.0.0.1 and the real MNIST test set.
+
+Nothing here fakes our own components: ``GunicornServer`` runs ``gunicorn -c service/gunicorn.conf.py``
+exactly as the README does, only with a free port and the settings a test asks for.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+MNIST_DIR = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))
+FASHION_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Minimal IDX reader for tests (the product's own reader lives in training.data)."""
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def mnist_test_set(folder: Path = MNIST_DIR) -> tuple[np.ndarray, np.ndarray]:
+    """The 10,000 real test images (uint8 [N,28,28]) and labels."""
+    return (read_idx(folder / "t10k-images-idx3-ubyte.gz"), read_idx(folder / "t10k-labels-idx1-ubyte.gz"))
+
+
+class GunicornServer:
+    """A real gunicorn serving a model repository on a free loopback port."""
+
+    def __init__(self, repository: Path = MODELS, env: dict[str, str] | None = None, workers: int = 2,
+                 log_path: Path | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.repository = repository
+        self.log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"gunicorn-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "WORKERS": str(workers),
+            "MODEL_REPOSITORY": str(repository),
+            **(env or {}),
+        }
+        self.workers = workers
+        self.proc: subprocess.Popen | None = None
+        self.initial_workers: list[int] = []
+
+    def start(self, timeout: float = 60.0) -> GunicornServer:
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "service" / "gunicorn.conf.py")],
+            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                ready = requests.get(self.url + "/v2/health/ready", timeout=1).status_code == 200
+                if ready and len(self.worker_pids()) >= self.workers:
+                    self.initial_workers = sorted(self.worker_pids())
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gunicorn not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(pid) for pid in out.stdout.split()]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+        return self.proc.returncode if self.proc else None
+
+    def __enter__(self) -> GunicornServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def require_program(name: str, why: str) -> str:
+    """Path of a system program the test needs; skip without it, except in CI where it must exist."""
+    import shutil
+
+    import pytest
+
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed ({why}); `make test` installs it with apt-get when run as root"
+    if os.environ.get("REQUIRE_SYSTEM_DEPS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)

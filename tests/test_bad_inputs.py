@@ -1,0 +1,175 @@
+"""The bad-input matrix: every kind of garbage gets its 4xx and a JSON error, and the server lives on.
+
+Each row is (kind, method, path, request kwargs, expected status). After the whole matrix the same
+workers still answer a normal request correctly: nothing crashed, nothing restarted.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+ROW = [0.0] * 784
+
+
+def png(image: Image.Image, **save) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", **save)
+    return buf.getvalue()
+
+
+def digit_png() -> bytes:
+    pixels = np.zeros((28, 28), np.uint8)
+    pixels[4:24, 13:16] = 255
+    return png(Image.fromarray(pixels))
+
+
+def bomb_png(side: int = 30000) -> bytes:
+    """A valid PNG header claiming side x side pixels, with a tiny compressed body: a few KB."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit grayscale
+    rows = zlib.compress(b"\x00" * (side // 8 + 1) * 200, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def jpeg(mode: str = "L") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, (28, 28), 0 if mode != "CMYK" else (0, 0, 0, 255)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def animated_gif() -> bytes:
+    frames = [Image.new("L", (28, 28), v) for v in (0, 128, 255)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=100)
+    return buf.getvalue()
+
+
+def v2(inputs: list[dict], **extra) -> dict:
+    return {"json": {"inputs": inputs, **extra}}
+
+
+def v2_binary(declared: int, actual: int) -> dict:
+    header = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784],
+                          "parameters": {"binary_data_size": declared}}]}
+    head = requests.models.complexjson.dumps(header).encode()
+    return {"data": head + b"\x00" * actual,
+            "headers": {"Inference-Header-Content-Length": str(len(head)),
+                        "Content-Type": "application/octet-stream"}}
+
+
+def raw(body: bytes, content_type: str | None = "image/png") -> dict:
+    return {"data": body, "headers": {"Content-Type": content_type} if content_type else {}}
+
+
+def deep(levels: int) -> bytes:
+    return b'{"instances": ' + b"[" * levels + b"]" * levels + b"}"
+
+
+GOOD = digit_png()
+FP32 = {"name": "input", "datatype": "FP32", "shape": [1, 784], "data": ROW}
+
+MATRIX: list[tuple[str, str, str, dict, int]] = [
+    ("empty body", "POST", "/predict", raw(b""), 400),
+    ("missing content type", "POST", "/predict", raw(GOOD, None), 415),
+    ("wrong content type", "POST", "/predict", raw(GOOD, "text/plain"), 415),
+    ("truncated PNG", "POST", "/predict", raw(GOOD[: len(GOOD) // 2]), 400),
+    ("truncated JPEG", "POST", "/predict", raw(jpeg()[:200], "image/jpeg"), 400),
+    ("PNG header with garbage", "POST", "/predict", raw(GOOD[:33] + b"\x17" * 300), 400),
+    ("not an image at all", "POST", "/predict", raw(b"hello, I am text" * 10), 415),
+    ("decompression bomb 30000x30000", "POST", "/predict", raw(bomb_png()), 413),
+    ("animated GIF", "POST", "/predict", raw(animated_gif(), "image/gif"), 400),
+    ("SVG", "POST", "/predict", raw(b'<svg xmlns="http://www.w3.org/2000/svg" width="28" height="28"/>',
+                                    "image/svg+xml"), 415),
+    ("preprocess=none on 280x280", "POST", "/predict?preprocess=none",
+     raw(png(Image.new("L", (280, 280), 255))), 400),
+    ("unknown preprocess mode", "POST", "/predict?preprocess=magic", raw(GOOD), 400),
+    ("top_k out of range", "POST", "/predict?top_k=99", raw(GOOD), 400),
+    ("multipart with no files", "POST", "/predict", {"files": {"note": (None, "hello")}}, 400),
+    ("multipart non-image part", "POST", "/predict",
+     {"files": [("file", ("a.png", GOOD, "image/png")), ("file", ("b.txt", b"just text", "text/plain"))]}, 415),
+    ("multipart too many files", "POST", "/predict",
+     {"files": [("file", (f"{i}.png", b"x", "image/png")) for i in range(4200)]}, 413),
+    ("base64 that is not base64", "POST", "/predict", {"json": {"images": ["not base64 at all!!"]}}, 400),
+    ("images not strings", "POST", "/predict", {"json": {"images": [1, 2]}}, 400),
+    ("malformed JSON", "POST", "/predict", raw(b'{"instances": [', "application/json"), 400),
+    ("JSON NaN", "POST", "/predict", raw(b'{"instances": [[NaN]]}', "application/json"), 400),
+    ("JSON Infinity", "POST", "/predict", raw(b'{"instances": [[Infinity]]}', "application/json"), 400),
+    ("huge number overflowing float32", "POST", "/predict", {"json": {"instances": [[1e300] * 784]}}, 400),
+    ("wrong nesting", "POST", "/predict", {"json": {"instances": [[[ROW]]]}}, 400),
+    ("strings for numbers", "POST", "/predict", {"json": {"instances": [["0.5"] * 784]}}, 400),
+    ("booleans for numbers", "POST", "/predict", {"json": {"instances": [[True] * 784]}}, 400),
+    ("783 values", "POST", "/predict", {"json": {"instances": [[0.0] * 783]}}, 400),
+    ("785 values", "POST", "/predict", {"json": {"instances": [[0.0] * 785]}}, 400),
+    ("pixels 0-255 instead of 0-1", "POST", "/predict", {"json": {"instances": [[255.0] * 784]}}, 400),
+    ("empty instances", "POST", "/predict", {"json": {"instances": []}}, 400),
+    ("instances not a list", "POST", "/predict", {"json": {"instances": "all of them"}}, 400),
+    ("both images and instances", "POST", "/predict", {"json": {"images": [], "instances": []}}, 400),
+    ("too many instances", "POST", "/predict", {"json": {"instances": [[0]] * 4097}}, 413),
+    ("deeply nested arrays", "POST", "/predict", raw(deep(100_000), "application/json"), 400),
+    ("50 MB body", "POST", "/predict", raw(b"\x00" * (50 * 1024 * 1024)), 413),
+    ("V2 unknown input name", "POST", "/v2/models/mnist/infer", v2([{**FP32, "name": "pixels"}]), 400),
+    ("V2 wrong datatype", "POST", "/v2/models/mnist/infer", v2([{**FP32, "datatype": "INT64"}]), 400),
+    ("V2 shape/data mismatch", "POST", "/v2/models/mnist/infer", v2([{**FP32, "shape": [2, 784]}]), 400),
+    ("V2 no inputs", "POST", "/v2/models/mnist/infer", {"json": {"inputs": []}}, 400),
+    ("V2 unknown output", "POST", "/v2/models/mnist/infer", v2([FP32], outputs=[{"name": "logits"}]), 400),
+    ("V2 classification 0", "POST", "/v2/models/mnist/infer",
+     v2([FP32], outputs=[{"name": "probabilities", "parameters": {"classification": 0}}]), 400),
+    ("V2 binary size mismatch", "POST", "/v2/models/mnist/infer", v2_binary(784 * 4, 100), 400),
+    ("V2 header length past the body", "POST", "/v2/models/mnist/infer",
+     {"data": b"{}", "headers": {"Inference-Header-Content-Length": "999"}}, 400),
+    ("TF-Serving neither instances nor inputs", "POST", "/v1/models/mnist:predict", {"json": {"x": 1}}, 400),
+    ("unknown model", "POST", "/v1/models/nosuch/predict", raw(GOOD), 404),
+    ("unknown version", "POST", "/v2/models/mnist/versions/999/infer", v2([FP32]), 404),
+    ("version that is not a number", "GET", "/v2/models/mnist/versions/abc", {}, 400),
+    ("model name with ../", "GET", "/v2/models/..%2F..%2Fetc", {}, 404),
+    ("unknown route", "GET", "/no/such/route", {}, 404),
+    ("wrong method", "GET", "/predict", {}, 405),
+    ("admin without token", "POST", "/v2/repository/index", {}, 401),
+    ("admin with wrong token", "POST", "/v2/repository/index",
+     {"headers": {"Authorization": "Bearer wrong"}}, 401),
+    ("admin load with ../ name", "POST", "/v2/repository/models/..%2Fsecrets/load",
+     {"headers": {"Authorization": "Bearer test-admin-token"}}, 404),
+]
+
+ACCEPTED_ODDITIES = [
+    ("CMYK JPEG", raw(jpeg("CMYK"), "image/jpeg")),
+    ("16-bit PNG", raw(png(Image.fromarray(np.full((28, 28), 40000, np.uint16))))),
+    ("JPEG sent as octet-stream", raw(jpeg(), "application/octet-stream")),
+    ("base64 data URL", {"json": {"images": ["data:image/png;base64," + base64.b64encode(GOOD).decode()]}}),
+]
+
+
+@pytest.mark.parametrize(("kind", "method", "path", "kwargs", "status"), MATRIX, ids=[row[0] for row in MATRIX])
+def test_bad_input_gets_clear_json_error(server, kind, method, path, kwargs, status):
+    response = requests.request(method, server.url + path, timeout=60, **kwargs)
+    assert response.status_code == status, f"{kind}: {response.status_code} {response.text[:300]}"
+    assert response.headers["Content-Type"].startswith("application/json")
+    message = response.json()["error"]
+    assert isinstance(message, str) and len(message) > 8
+    for leak in ("Traceback", "/work/", ".py", "site-packages"):
+        assert leak not in message
+
+
+@pytest.mark.parametrize(("kind", "kwargs"), ACCEPTED_ODDITIES, ids=[row[0] for row in ACCEPTED_ODDITIES])
+def test_unusual_but_valid_input_is_accepted(server, kind, kwargs):
+    response = requests.post(server.url + "/predict", timeout=30, **kwargs)
+    assert response.status_code == 200, f"{kind}: {response.text[:300]}"
+
+
+def test_server_still_healthy_after_matrix(server):
+    """Runs after the matrix (pytest keeps file order): same workers, correct answers."""
+    for _ in range(20):
+        response = requests.post(server.url + "/predict", data=GOOD, headers={"Content-Type": "image/png"})
+        assert response.status_code == 200
+        assert response.json()["predictions"][0]["label"] == "1"
+    assert sorted(server.worker_pids()) == server.initial_workers
+    assert "Traceback" not in server.log()
