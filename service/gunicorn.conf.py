@@ -57,4 +57,5 @@ def post_worker_init(worker) -> None:
     """Create onnxruntime sessions in the worker, after fork; warm-up runs before it takes requests."""
     from service.app import start_models
 
-    start_models(worker.wsgi)
+    if "dataplane" in getattr(worker.wsgi, "extensions", {}):  # bench/ serves a bare app with this file
+        start_models(worker.wsgi)

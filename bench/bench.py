@@ -1,0 +1,248 @@
+"""Benchmark the service against a bare Flask endpoint under the same gunicorn settings, with wrk.
+
+    .venv/bin/python bench/bench.py                  # the full table (about 4 minutes)
+    .venv/bin/python bench/bench.py --duration 3 --connections 1,64 --scenarios png28,v2bin1024
+    .venv/bin/python bench/bench.py --env THREADS=4  # try other settings (both servers get them)
+
+For each scenario and connection count it prints req/s, images/s, p50/p99 latency and the ratio to the
+bare endpoint measured in the same run, then the service's time to ready and the server's peak RSS
+(master + workers). This prints figures; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import requests
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support import free_port, mnist_test_set  # noqa: E402
+
+WRK_SCRIPT = """
+local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = os.getenv("BENCH_CTYPE")
+local extra = os.getenv("BENCH_HEADER")
+if extra and extra ~= "" then
+  local k, v = extra:match("([^:]+):%s*(.*)")
+  wrk.headers[k] = v
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"errors":%d,"non2xx":%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
+
+
+@dataclass
+class Scenario:
+    name: str
+    path: str
+    content_type: str
+    body: bytes
+    items: int
+    header: str = ""
+
+
+def png(pixels: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels, mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def drawn_rgba(pixels: np.ndarray) -> bytes:
+    """A digit drawn black on white on a 280x280 RGBA canvas, as the web page sends it."""
+    ink = Image.fromarray(255 - pixels).resize((196, 196), Image.Resampling.BICUBIC)
+    canvas = Image.new("L", (280, 280), 255)
+    canvas.paste(ink, (30, 50))
+    rgba = Image.merge("RGBA", (canvas, canvas, canvas, Image.new("L", canvas.size, 255)))
+    buf = io.BytesIO()
+    rgba.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def multipart(files: list[bytes]) -> tuple[bytes, str]:
+    boundary = "benchboundary7d3f"
+    parts = []
+    for i, data in enumerate(files):
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{i}.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n"
+        )
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def v2_binary(x: np.ndarray) -> tuple[bytes, int]:
+    header = json.dumps({
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape),
+                    "parameters": {"binary_data_size": x.nbytes}}],
+        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+    }).encode()
+    return header + x.astype("<f4").tobytes(), len(header)
+
+
+def scenarios() -> list[Scenario]:
+    images, _ = mnist_test_set()
+    x = images.reshape(len(images), 784).astype(np.float32) / 255.0
+    mp_body, mp_type = multipart([png(p) for p in images[:64]])
+    v2_body, v2_header = v2_binary(x[:1024])
+    return [
+        Scenario("png28", "/predict", "image/png", png(images[0]), 1),
+        Scenario("png280rgba", "/predict", "image/png", drawn_rgba(images[0]), 1),
+        Scenario("json64", "/predict", "application/json",
+                 json.dumps({"instances": np.round(x[:64], 4).tolist()}).encode(), 64),
+        Scenario("multipart64", "/predict", mp_type, mp_body, 64),
+        Scenario("v2bin1024", "/v2/models/mnist/infer", "application/octet-stream", v2_body, 1024,
+                 header=f"Inference-Header-Content-Length: {v2_header}"),
+    ]
+
+
+class Server:
+    """gunicorn with service/gunicorn.conf.py, serving either the service or the bare app."""
+
+    def __init__(self, app: str | None, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "service" / "gunicorn.conf.py")]
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log", delete=False)
+        full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "WORKERS": "2",
+                    "LOG_LEVEL": "WARNING", **env}
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(args + ([app] if app else []), cwd=ROOT, env=full_env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, path: str, method: str = "GET", timeout: float = 60) -> float:
+        while time.perf_counter() - self.started < timeout:
+            try:
+                if requests.request(method, self.url + path, timeout=1).status_code == 200:
+                    return time.perf_counter() - self.started
+            except requests.ConnectionError:
+                time.sleep(0.005)
+        raise RuntimeError(f"server not ready; log: {Path(self.log.name).read_text()[-2000:]}")
+
+    def pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [self.proc.pid] + [int(p) for p in out.split()]
+
+    def peak_rss_mib(self) -> float:
+        """Sum over master and workers of each process's peak resident set (VmHWM)."""
+        total_kib = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total_kib += int(line.split()[1])
+            except FileNotFoundError:
+                pass
+        return total_kib / 1024
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        os.unlink(self.log.name)
+
+
+def run_wrk(url: str, scenario: Scenario, connections: int, duration: float, script: Path,
+            body_dir: Path) -> dict:
+    body = body_dir / f"{scenario.name}.body"
+    body.write_bytes(scenario.body)
+    env = {**os.environ, "BENCH_BODY": str(body), "BENCH_CTYPE": scenario.content_type,
+           "BENCH_HEADER": scenario.header}
+    threads = min(connections, 2)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s", "-s", str(script),
+         url + scenario.path],
+        capture_output=True, text=True, env=env, check=True,
+    ).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
+    result = json.loads(line.removeprefix("RESULT "))
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def check_correct(url: str, scenario: Scenario) -> None:
+    """Benchmark answers, not errors: each body must get a 200 from the service first."""
+    headers = {"Content-Type": scenario.content_type}
+    if scenario.header:
+        key, value = scenario.header.split(":", 1)
+        headers[key] = value.strip()
+    response = requests.post(url + scenario.path, data=scenario.body, headers=headers, timeout=30)
+    if response.status_code != 200:
+        raise SystemExit(f"{scenario.name}: service answered {response.status_code}: {response.text[:200]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--connections", default="1,8,64")
+    parser.add_argument("--scenarios", default="", help="comma list; default all")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for both servers")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: apt-get install wrk (make test installs it as root)")
+
+    env = dict(item.split("=", 1) for item in args.env)
+    wanted = [s for s in scenarios() if not args.scenarios or s.name in args.scenarios.split(",")]
+    conns = [int(c) for c in args.connections.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    script = work / "post.lua"
+    script.write_text(WRK_SCRIPT)
+
+    results: dict[tuple[str, str, int], dict] = {}
+    service = Server(None, env)
+    ready_s = service.wait_ready("/v2/health/ready")
+    for scenario in wanted:
+        check_correct(service.url, scenario)
+    for scenario in wanted:
+        for c in conns:
+            results[("service", scenario.name, c)] = run_wrk(service.url, scenario, c, args.duration, script, work)
+    rss = service.peak_rss_mib()
+    service.stop()
+
+    bare = Server("bench.bare_app:app", env)
+    bare.wait_ready("/predict", method="POST")
+    for scenario in wanted:
+        for c in conns:
+            results[("bare", scenario.name, c)] = run_wrk(bare.url, scenario, c, args.duration, script, work)
+    bare.stop()
+    shutil.rmtree(work)
+
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+          f"{platform.python_implementation()} {platform.python_version()}; settings: {env or 'defaults'}")
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\n")
+    print("| scenario | conns | service req/s | images/s | p50 ms | p99 ms | bare req/s | bare p99 ms "
+          "| ratio | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for scenario in wanted:
+        for c in conns:
+            s, b = results[("service", scenario.name, c)], results[("bare", scenario.name, c)]
+            errors = s["errors"] + s["non2xx"]
+            print(f"| {scenario.name} | {c} | {s['rps']:,.0f} | {s['rps'] * scenario.items:,.0f} | "
+                  f"{s['p50_us'] / 1000:.2f} | {s['p99_us'] / 1000:.2f} | {b['rps']:,.0f} | "
+                  f"{b['p99_us'] / 1000:.2f} | {s['rps'] / b['rps']:.2f} | {errors} |")
+    print(f"\nservice ready {ready_s:.2f} s after the process started; peak RSS (master + workers) {rss:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
