@@ -4,14 +4,21 @@ Each gunicorn worker owns one registry. ``sync()`` scans the repository, applies
 policy, loads (and validates) only what is new or changed, and then swaps the whole served table in one
 assignment. A request holds the ``LoadedModel`` it got from ``get()``, so it finishes on the session it
 started with even if a reload happens meanwhile; the old session is freed when the last request lets
-go of it. A version that fails validation is remembered with its reason (shown in status and metrics)
-and is not retried until its files change; the previous good version keeps serving.
+go of it. A version that fails validation is remembered with its reason (shown in status, the
+repository index and metrics) and is not retried until its files change; the previous good version
+keeps serving.
+
+Nothing the filesystem does may take serving down: an unreadable model folder, a half-written
+``serving.json`` or a vanished repository keep the versions that were served before (with the reason
+logged) instead of unloading them.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +42,11 @@ from .runtime import LoadedModel, ModelLoadError, load_version
 log = logging.getLogger(__name__)
 
 Fingerprint = tuple[int, ...]
+
+READY = "READY"
+UNAVAILABLE = "UNAVAILABLE"
+NOT_SELECTED = "not selected by the version policy"
+UNLOADED = "unloaded by the admin API"
 
 
 @dataclass(frozen=True)
@@ -74,14 +86,18 @@ class ModelRegistry:
     events: RegistryEvents = field(default_factory=RegistryEvents)
 
     def __post_init__(self) -> None:
+        self.repository = Path(self.repository)
         self._served: dict[str, ServedModel] = {}
         self._known: dict[tuple[str, int], _Known] = {}
-        self._unloaded: set[str] = set()
+        self._unloaded: frozenset[str] = frozenset()
         self._lock = threading.Lock()
         self._synced_once = threading.Event()
+        self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_sync: float = 0.0
+        self._repository_trouble = False
+        self._trouble: dict[str, str] = {}  # model -> the policy/listing problem last logged
 
     # -- reading (request path: no locks, one dict lookup) -----------------------------------------
 
@@ -90,7 +106,10 @@ class ModelRegistry:
         if served is None:
             if not self._synced_once.is_set():
                 raise Unavailable("models are still loading; retry shortly")
-            raise NotFound(f"model '{name}' is not served here; see GET /v2/repository/index")
+            if name in self._unloaded:
+                raise NotFound(f"model '{name[:64]}' is unloaded; POST /v2/repository/models/{name}/load "
+                               "serves it again")
+            raise NotFound(f"model '{name[:64]}' is not served here; see GET /v1/models")
         if version is None:
             return served.default
         model = served.versions.get(version)
@@ -106,67 +125,124 @@ class ModelRegistry:
     def ready(self) -> bool:
         return self._synced_once.is_set() and bool(self._served)
 
+    @property
+    def unloaded(self) -> frozenset[str]:
+        return self._unloaded
+
     def status(self, name: str) -> dict:
-        """Every version of a model known to this worker and whether it serves, with refusal reasons."""
+        """Every version of a model on disk or known to this worker: READY, or UNAVAILABLE with why."""
         served = self._served.get(name)
+        known = {version: k for (model_name, version), k in list(self._known.items()) if model_name == name}
+        try:
+            on_disk = set(list_versions(self.repository, name)) if valid_model_name(name) else set()
+        except OSError:
+            on_disk = set()
         states = []
-        for (model_name, version), known in sorted(self._known.items()):
-            if model_name != name:
-                continue
+        for version in sorted(on_disk | set(known) | set(served.versions if served else ())):
+            entry = known.get(version)
             if served and version in served.versions:
-                states.append({"version": version, "state": "READY", "reason": ""})
-            elif known.refused:
-                states.append({"version": version, "state": "UNAVAILABLE", "reason": known.refused})
+                reason = ""
+                if entry and entry.refused:  # files changed under a loaded version and were refused
+                    reason = f"serving the copy loaded earlier; its files now on disk are refused: " \
+                             f"{entry.refused}"
+                states.append({"version": version, "state": READY, "reason": reason})
+            elif name in self._unloaded:
+                states.append({"version": version, "state": UNAVAILABLE, "reason": UNLOADED})
+            elif entry and entry.refused:
+                states.append({"version": version, "state": UNAVAILABLE, "reason": entry.refused})
             else:
-                states.append({"version": version, "state": "UNAVAILABLE", "reason": "not selected by policy"})
+                states.append({"version": version, "state": UNAVAILABLE, "reason": NOT_SELECTED})
         return {"name": name, "versions": states, "unloaded": name in self._unloaded}
 
-    def repository_index(self) -> list[dict]:
-        """Triton's repository index: every model in the folder with its state."""
+    def repository_index(self, ready: bool = False) -> list[dict]:
+        """Triton's repository index: one row per model version (as this worker sees it).
+
+        A model without any published version gets one row with an empty version. ``ready=True``
+        keeps only the versions that answer requests.
+        """
         rows = []
-        for name in list_models(self.repository):
-            served = self._served.get(name)
-            if name in self._unloaded:
-                rows.append({"name": name, "state": "UNAVAILABLE", "reason": "unloaded"})
-            elif served:
-                rows.append({"name": name, "version": str(served.default.version), "state": "READY",
-                             "reason": ""})
-            else:
-                rows.append({"name": name, "state": "UNAVAILABLE", "reason": "no valid version"})
-        return rows
+        for name in self._model_names():
+            versions = self.status(name)["versions"]
+            if not versions:
+                reason = UNLOADED if name in self._unloaded else "no published versions"
+                rows.append({"name": name, "version": "", "state": UNAVAILABLE, "reason": reason})
+            for state in versions:
+                rows.append({"name": name, "version": str(state["version"]), "state": state["state"],
+                             "reason": state["reason"]})
+        return [row for row in rows if row["state"] == READY] if ready else rows
+
+    def _model_names(self) -> list[str]:
+        try:
+            on_disk = set(list_models(self.repository))
+        except OSError:
+            on_disk = set()
+        return sorted(on_disk | set(self._served))
 
     # -- changing (background thread or admin call) ------------------------------------------------
 
     def sync(self) -> None:
         """Bring the served table in line with the repository. Safe to call from any thread."""
         with self._lock:
+            try:
+                if not self.repository.is_dir():
+                    raise FileNotFoundError(f"{self.repository} is not a folder")
+                names = list_models(self.repository)
+            except OSError as exc:
+                if not self._repository_trouble:
+                    log.error("model repository unreadable (%s); keeping what is served", exc)
+                self._repository_trouble = True
+                self.last_sync = time.time()
+                self._synced_once.set()
+                return
+            self._repository_trouble = False
             served: dict[str, ServedModel] = {}
             seen: set[tuple[str, int]] = set()
-            for name in list_models(self.repository):
+            for name in names:
                 if name in self._unloaded:
                     continue
-                versions = self._sync_model(name, seen)
+                try:
+                    versions = self._sync_model(name, seen)
+                except Exception:  # one odd model folder must not stop the others from updating
+                    log.exception("model %s: scan failed; keeping the versions it had", name)
+                    versions = self._keep(name, seen)
                 if versions:
                     served[name] = ServedModel(name, versions)
-            dropped = [key for key in self._known if key not in seen]
-            for key in dropped:
-                known = self._known.pop(key)
-                if known.model is not None:
-                    self.events.unloaded(*key)
+            self._forget(seen, names)
             previous, self._served = self._served, served
             self._log_changes(previous, served)
             self.last_sync = time.time()
             self._synced_once.set()
 
+    def _forget(self, seen: set[tuple[str, int]], names: list[str]) -> None:
+        """Release versions no longer served; remember refusals of versions still on disk."""
+        for key in [key for key in self._known if key not in seen]:
+            known = self._known[key]
+            if known.model is not None:
+                self.events.unloaded(*key)
+            still_there = key[0] in names and key[0] not in self._unloaded and _exists(
+                version_dir(self.repository, *key))
+            if known.refused and still_there:
+                # Keep why it was refused (status shows it) and its fingerprint (not retried until its
+                # files change), but let go of any older in-memory copy.
+                self._known[key] = _Known(known.fingerprint, None, known.refused)
+            else:
+                del self._known[key]
+
+    def _keep(self, name: str, seen: set[tuple[str, int]]) -> dict[int, LoadedModel]:
+        old = self._served.get(name)
+        seen.update((name, v) for v in (old.versions if old else ()))
+        return dict(old.versions) if old else {}
+
     def _sync_model(self, name: str, seen: set[tuple[str, int]]) -> dict[int, LoadedModel]:
         try:
             policy = read_policy(self.repository, name) or self.default_policy
-        except PolicyError as exc:
-            log.error("model %s: %s; keeping the versions it had", name, exc)
-            old = self._served.get(name)
-            seen.update((name, v) for v in (old.versions if old else ()))
-            return dict(old.versions) if old else {}
-        available = list_versions(self.repository, name)
+            available = list_versions(self.repository, name)
+        except (PolicyError, OSError) as exc:
+            if self._trouble.get(name) != str(exc):  # once per distinct problem, not every poll
+                log.error("model %s: %s; keeping the versions it had", name, exc)
+            self._trouble[name] = str(exc)
+            return self._keep(name, seen)
+        self._trouble.pop(name, None)
         if policy.kind == "specific":
             candidates, wanted = policy.select(available), len(policy.versions)
         else:
@@ -197,8 +273,12 @@ class ModelRegistry:
             model = load_version(name, version, folder, providers=self.providers, threads=self.threads)
         except ModelLoadError as exc:
             return self._refuse(key, known, fingerprint, str(exc))
+        except Exception as exc:  # anything else from reading odd files is a refusal too, not a crash
+            log.exception("unexpected error loading model %s version %d", name, version)
+            return self._refuse(key, known, fingerprint, f"unexpected error: {type(exc).__name__}")
         self._known[key] = _Known(fingerprint, model)
-        log.info("loaded model %s version %d on %s in %.3fs", name, version, model.provider, model.load_seconds)
+        log.info("loaded model %s version %d on %s in %.3fs", name, version, model.provider,
+                 model.load_seconds)
         self.events.loaded(model)
         return model
 
@@ -221,54 +301,90 @@ class ModelRegistry:
                 log.info("model %s now serves versions %s (was %s)", name, new, old)
 
     def unload(self, name: str) -> None:
-        self._check_name(name)
-        with self._lock:
-            self._unloaded.add(name)
+        """Stop serving a model in this worker only (the admin API uses control.py for all workers)."""
+        self.check_name(name)
+        self.set_unloaded(self._unloaded | {name})
         self.sync()
 
     def load(self, name: str) -> None:
-        self._check_name(name)
-        with self._lock:
-            self._unloaded.discard(name)
+        """Serve a model again in this worker and rescan it; Unavailable when no version is valid."""
+        self.check_name(name)
+        self.set_unloaded(self._unloaded - {name})
         self.sync()
+        self.require_served(name)
+
+    def require_served(self, name: str) -> None:
         if name not in self._served:
-            status = self.status(name)
-            reasons = "; ".join(f"v{s['version']}: {s['reason']}" for s in status["versions"]) or "no versions"
+            states = self.status(name)["versions"]
+            reasons = "; ".join(f"v{s['version']}: {s['reason']}" for s in states) or "no published versions"
             raise Unavailable(f"model '{name}' could not be loaded: {reasons}")
 
-    def set_unloaded(self, names: set[str]) -> None:
-        """Adopt the admin state shared by all workers (see control.py)."""
+    def set_unloaded(self, names: set[str] | frozenset[str]) -> None:
+        """Adopt the admin state shared by all workers (see control.py); takes effect at the next sync."""
         with self._lock:
-            self._unloaded = set(names)
+            self._unloaded = frozenset(names)
 
-    def _check_name(self, name: str) -> None:
+    def check_name(self, name: str) -> None:
         if not valid_model_name(name):
             raise NotFound(f"'{name[:64]}' is not a valid model name")
         if name not in list_models(self.repository):
             raise NotFound(f"model '{name}' is not in the repository")
 
+    _check_name = check_name
+
     # -- polling -------------------------------------------------------------------------------
 
-    def start(self, poll_interval_s: float, tick: Callable[[], None] | None = None) -> None:
-        """Load everything now (warm-up included), then keep polling in a daemon thread."""
+    def start(self, poll_interval_s: float, tick: Callable[[], bool] | None = None,
+              tick_interval_s: float = 0.25) -> None:
+        """Load everything now (warm-up included), then keep polling in a daemon thread.
+
+        The thread rescans the repository every ``poll_interval_s`` (0: never on its own) and calls
+        ``tick`` every ``tick_interval_s``; a tick that returns True (the shared admin state changed)
+        or a ``trigger()`` rescans at once.
+        """
         self.sync()
-        if poll_interval_s > 0:
+        if poll_interval_s > 0 or tick is not None:
             self._thread = threading.Thread(
-                target=self._poll, args=(poll_interval_s, tick), name="model-poller", daemon=True
+                target=self._poll, args=(poll_interval_s, tick, tick_interval_s), name="model-poller",
+                daemon=True,
             )
             self._thread.start()
 
-    def _poll(self, interval: float, tick: Callable[[], None] | None) -> None:
-        while not self._stop.wait(interval):
+    def trigger(self) -> None:
+        """Ask the poller to rescan now instead of at the next interval."""
+        self._wake.set()
+
+    def _poll(self, interval: float, tick: Callable[[], bool] | None, tick_interval: float) -> None:
+        next_scan = time.monotonic() + interval if interval > 0 else float("inf")
+        while not self._stop.is_set():
+            timeout = max(0.0, min(next_scan - time.monotonic(), tick_interval if tick else 3600.0))
+            woken = self._wake.wait(timeout)
+            if self._stop.is_set():
+                return
             try:
-                if tick is not None:
-                    tick()
-                self.sync()
+                now_due = woken or time.monotonic() >= next_scan
+                if tick is not None and tick():
+                    now_due = True
+                if now_due:
+                    self._wake.clear()
+                    self.sync()
+                    if interval > 0:
+                        next_scan = time.monotonic() + interval
             except Exception:  # the poller must survive anything the filesystem throws at it
                 log.exception("model repository scan failed; will retry")
+                if interval > 0:
+                    next_scan = time.monotonic() + interval
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+
+
+def _exists(folder: Path) -> bool:
+    try:
+        return folder.is_dir()
+    except OSError:
+        return False
 
 
 def _fingerprint(folder: Path) -> Fingerprint:
@@ -276,5 +392,7 @@ def _fingerprint(folder: Path) -> Fingerprint:
     parts: list[int] = []
     for name in (MODEL_FILE, CARD_FILE):
         st = os.stat(folder / name)
+        if not stat.S_ISREG(st.st_mode):  # reading a FIFO would block the scanner; a folder is no model
+            raise OSError(errno.EINVAL, f"{name} is not a regular file")
         parts += [st.st_size, st.st_mtime_ns, st.st_ino]
     return tuple(parts)
