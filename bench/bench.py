@@ -12,7 +12,6 @@ bare endpoint measured in the same run, then the service's time to ready and the
 from __future__ import annotations
 
 import argparse
-import base64
 import io
 import json
 import os
@@ -125,7 +124,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "service" / "gunicorn.conf.py")]
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
         full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "WORKERS": "2",
                     "LOG_LEVEL": "WARNING", **env}
         self.started = time.perf_counter()
@@ -171,8 +170,8 @@ def run_wrk(url: str, scenario: Scenario, connections: int, duration: float, scr
            "BENCH_HEADER": scenario.header}
     threads = min(connections, 2)
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s", "-s", str(script),
-         url + scenario.path],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
+         "-s", str(script), url + scenario.path],
         capture_output=True, text=True, env=env, check=True,
     ).stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
@@ -216,7 +215,8 @@ def main() -> None:
         check_correct(service.url, scenario)
     for scenario in wanted:
         for c in conns:
-            results[("service", scenario.name, c)] = run_wrk(service.url, scenario, c, args.duration, script, work)
+            result = run_wrk(service.url, scenario, c, args.duration, script, work)
+            results[("service", scenario.name, c)] = result
     rss = service.peak_rss_mib()
     service.stop()
 

@@ -6,19 +6,22 @@ Models are not loaded here but in ``DataPlane``'s owner, per worker, after gunic
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 
-from flask import Flask, Response
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from . import metrics
 from .config import Settings, load_settings
+from .control import Control
 from .dataplane import DataPlane
 from .errors import ServiceError
 from .http import json_error
 from .registry import ModelRegistry
 from .repository import VersionPolicy
-from .routes import simple, tfserving, v2, web
+from .routes import admin, docs, simple, tfserving, v2, web
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,8 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
     """Build the app. ``start=False`` defers loading models to ``start_models`` (after fork)."""
     settings = settings or load_settings()
     app = Flask(__name__)
+    # '//' in a path must be a JSON 404 like any unknown path, not an HTML redirect to another route.
+    app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.config["MAX_FORM_PARTS"] = settings.max_batch_items + 8
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_content_length
@@ -37,11 +42,17 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
         providers=settings.providers,
         threads=settings.ort_threads(),
     )
+    metrics.connect(registry.events)  # model loads, refusals and unloads -> Prometheus
     app.extensions["dataplane"] = DataPlane(settings, registry)
+    # Admin state shared by the workers (RUNTIME_DIR/control.json); reset once per server, here.
+    app.extensions["control"] = Control.for_runtime_dir(registry, settings.runtime_dir)
+    app.extensions["control"].reset()
 
-    for blueprint in (simple.bp, v2.bp, tfserving.bp, web.bp):
+    for blueprint in (simple.bp, v2.bp, tfserving.bp, web.bp, admin.bp, docs.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
+    register_security_headers(app, settings)
+    metrics.instrument(app)  # request metrics, JSON request log lines, X-Request-ID
 
     @app.before_request
     def ensure_models_started() -> None:
@@ -65,7 +76,7 @@ def start_models(app: Flask) -> None:
         if app.extensions.get("models_started"):
             return
         app.extensions["models_started"] = True
-    plane.registry.start(plane.settings.poll_interval_s)
+    app.extensions["control"].start(plane.settings.poll_interval_s)
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -85,3 +96,58 @@ def register_error_handlers(app: Flask) -> None:
     def unexpected(exc: Exception) -> Response:
         log.exception("unhandled error")
         return json_error("internal server error; the server log has the details", 500)
+
+
+CORS_ALLOW_HEADERS = "Content-Type, Authorization, Inference-Header-Content-Length, X-Request-ID"
+CORS_EXPOSE_HEADERS = "Inference-Header-Content-Length, X-Request-ID"
+
+
+def register_security_headers(app: Flask, settings: Settings) -> None:
+    """413 for oversized chunked bodies, ``X-Content-Type-Options: nosniff`` on every response, and
+    CORS for the API when configured.
+
+    CORS_ORIGINS empty: no Access-Control-* header ever (browsers keep other origins out). '*' or a
+    list: API routes answer preflights (OPTIONS, which Flask routes automatically) and echo allowed
+    origins only; the web page and /static/ are same-origin and get no CORS headers.
+    """
+    origins = frozenset(settings.cors_origins)
+    any_origin = "*" in origins
+
+    @app.before_request
+    def refuse_oversized_chunked_body() -> None:
+        """A chunked body (no Content-Length) past MAX_CONTENT_LENGTH gets 413, like a declared one.
+
+        werkzeug stops reading such a stream at the limit but returns the first MAX_CONTENT_LENGTH
+        bytes as if they were the whole body. Read at most limit + 1 bytes here instead (never more
+        into memory), refuse when there is more, and hand the app the buffered body.
+        """
+        environ = request.environ
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if environ.get("CONTENT_LENGTH") or not chunked:
+            return
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        body = environ["wsgi.input"].read(limit + 1)
+        if len(body) > limit:
+            raise RequestEntityTooLarge()
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        page = request.blueprint == "web" or request.endpoint == "static"
+        if not origins or request.url_rule is None or page:
+            return response
+        if not any_origin:
+            response.vary.add("Origin")
+        origin = request.headers.get("Origin")
+        if not origin or not (any_origin or origin in origins):
+            return response
+        response.headers["Access-Control-Allow-Origin"] = "*" if any_origin else origin
+        response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            allow = response.headers.get("Allow", "GET, POST, OPTIONS")
+            response.headers["Access-Control-Allow-Methods"] = allow
+            response.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
+            response.headers["Access-Control-Max-Age"] = "600"
+        return response

@@ -8,7 +8,7 @@ prediction looks like — lives here, once, so the simple API, V2 and TF-Serving
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,10 +28,20 @@ V2_EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
 
 @dataclass
 class Timings:
-    """Seconds spent in each part of a request, for metrics and the Server-Timing header."""
+    """Seconds spent in each part of a request, for metrics and the Server-Timing header.
+
+    Make one before reading the body: ``decode`` ends up as everything from then to the first inference
+    (body, parsing, image decoding, preprocessing). ``infer`` also records which model version answered
+    and the size of each batch it ran.
+    """
 
     decode: float = 0.0
+    queue: float = 0.0
     inference: float = 0.0
+    model: str = ""
+    version: str = ""
+    batch_sizes: list[int] = field(default_factory=list)
+    created: float = field(default_factory=time.perf_counter)
 
 
 class DataPlane:
@@ -103,6 +113,10 @@ class DataPlane:
         probabilities = model.predict(batch)
         if timings is not None:
             timings.inference += time.perf_counter() - start
+            if not timings.batch_sizes:
+                timings.decode = max(timings.decode, start - timings.created)
+            timings.batch_sizes.append(len(batch))
+            timings.model, timings.version = model.name, str(model.version)
         return probabilities
 
     # -- outputs ---------------------------------------------------------------------------------

@@ -6,9 +6,13 @@ README's serve command and the tests start the service the same way.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -43,14 +47,51 @@ worker_class = "gthread" if _settings.threads > 1 else "sync"
 # Import Flask, numpy, Pillow and onnxruntime once in the master; workers share those pages.
 preload_app = True
 keepalive = 5
+# A sync worker that has not answered in `timeout` seconds is killed and replaced. This also bounds how
+# long one slow client (a body trickled byte by byte) can pin a sync worker: see bench/faults.py.
 timeout = 30
 graceful_timeout = 20
+# Request-line and header limits (gunicorn answers 400/431 itself, before the app runs). Our URLs are
+# short; bodies are limited by MAX_CONTENT_LENGTH in the app.
+limit_request_line = 4094
+limit_request_fields = 64
+limit_request_field_size = 8190
 loglevel = _settings.log_level.lower()
-accesslog = None
+accesslog = None  # the app logs one JSON line per request instead (service/logs.py)
 errorlog = "-"
+# Every record, gunicorn's own included, as one JSON object per line on stderr (not logconfig_dict:
+# that would also switch gunicorn's access log on).
+logger_class = "service.logs.GunicornLogger"
 # gunicorn's control socket defaults to one path per user, which several servers on one host (tests,
 # replicas) would fight over, and which a read-only container cannot create. Signals do the same job.
 control_socket_disable = True
+
+
+def when_ready(server) -> None:
+    """On a graceful stop (SIGTERM), refuse new connections at once instead of letting them hang.
+
+    gunicorn closes the master's copy of the listening socket, but every worker still holds one until
+    it exits, so connections that arrive while in-flight requests finish (up to graceful_timeout) queue
+    in the kernel backlog, hang, and are then reset. After the workers have been told to stop accepting,
+    shutting the socket down makes the kernel refuse them (ECONNREFUSED) so clients retry elsewhere.
+    Skipped when another master shares the socket (USR2 upgrade, systemd activation, reuse_port).
+    """
+    stop = server.stop
+
+    def stop_and_refuse(graceful: bool = True) -> None:
+        sole_owner = (server.reexec_pid == server.master_pid == 0 and not server.systemd
+                      and not server.cfg.reuse_port)
+        if graceful and sole_owner:
+            server.kill_workers(signal.SIGTERM)
+            # Let the workers leave their accept loops first (a gevent worker looks once a second);
+            # until then they still accept and serve, so nothing hangs meanwhile.
+            time.sleep(1.1 if "gevent" in server.cfg.worker_class_str else 0.1)
+            for listener in server.LISTENERS:
+                with contextlib.suppress(OSError):
+                    listener.sock.shutdown(socket.SHUT_RDWR)
+        stop(graceful)
+
+    server.stop = stop_and_refuse
 
 
 def post_worker_init(worker) -> None:
@@ -59,3 +100,10 @@ def post_worker_init(worker) -> None:
 
     if "dataplane" in getattr(worker.wsgi, "extensions", {}):  # bench/ serves a bare app with this file
         start_models(worker.wsgi)
+
+
+def child_exit(server, worker) -> None:
+    """A worker died (or was replaced): drop its live gauges from /metrics; its counters stay summed."""
+    from service.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)

@@ -123,7 +123,8 @@ def test_tfserving_predict(server, digits, direct):
     probs = np.array(rows.json()["predictions"])
     np.testing.assert_allclose(probs, direct, atol=1e-6)
     check(probs.argmax(axis=1), digits, direct)
-    columns = requests.post(server.url + "/v1/models/mnist/versions/1:predict", json={"inputs": {"input": x[:3].tolist()}})
+    columns = requests.post(server.url + "/v1/models/mnist/versions/1:predict",
+                            json={"inputs": {"input": x[:3].tolist()}})
     assert columns.status_code == 200, columns.text
     np.testing.assert_allclose(np.array(columns.json()["outputs"]), direct[:3], atol=1e-6)
     status = requests.get(server.url + "/v1/models/mnist").json()

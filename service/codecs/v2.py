@@ -185,9 +185,14 @@ def _requested_outputs(raw: object, output_name: str, binary_default: bool) -> l
 
 
 def _classification(params: dict, where: str) -> int:
-    """Top-k count of the classification extension; 0 (the default) means the raw tensor."""
-    count = params.get("classification", 0)
-    if type(count) is not int or not 0 <= count <= NUM_CLASSES:
+    """Top-k count of the classification extension; absent (0) means the raw tensor.
+
+    An explicit value must be 1..NUM_CLASSES: tritonclient omits the parameter for class_count=0.
+    """
+    if "classification" not in params:
+        return 0
+    count = params["classification"]
+    if type(count) is not int or not 1 <= count <= NUM_CLASSES:
         raise BadRequest(f"{where}.parameters.classification must be an integer from 1 to {NUM_CLASSES}")
     return count
 

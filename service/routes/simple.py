@@ -7,7 +7,7 @@ parameters: ``top_k`` (0-10), ``version``, ``preprocess`` (auto|mnist|fashion|no
 from __future__ import annotations
 
 import numpy as np
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 
 from ..codecs.images import decode_base64
 from ..codecs.tensors import instances_to_batch
@@ -47,7 +47,7 @@ def predict(name: str | None) -> Response:
     plane = dataplane()
     model = plane.model(name, request.args.get("version"))
     top_k = plane.parse_top_k(request.args.get("top_k"))
-    timings = Timings()
+    g.timings = timings = Timings()  # read by the metrics and request log hook
     batch = request_batch(plane, model, request.args.get("preprocess"), timings)
     probabilities = plane.infer(model, batch, timings)
     return json_response(plane.predictions(model, probabilities, top_k))

@@ -8,7 +8,7 @@ and ``.../metadata`` the signature.
 from __future__ import annotations
 
 import numpy as np
-from flask import Blueprint, Response
+from flask import Blueprint, Response, g
 
 from ..codecs.images import decode_base64
 from ..codecs.tensors import instances_to_batch
@@ -25,6 +25,7 @@ bp = Blueprint("tfserving", __name__, url_prefix="/v1/models")
 def predict(name: str, version: str | None = None) -> Response:
     plane = dataplane()
     model = plane.model(name, version)
+    g.timings = timings = Timings()  # read by the metrics and request log hook
     body = json_body()
     if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
         raise BadRequest('send {"instances": [...]} (row format) or {"inputs": ...} (columnar format)')
@@ -34,18 +35,21 @@ def predict(name: str, version: str | None = None) -> Response:
         if set(items) != {INPUT_NAME}:
             raise BadRequest(f"this model has one input named '{INPUT_NAME}'")
         items = items[INPUT_NAME]
-    batch = rows_to_batch(plane, model, items)
-    probabilities = plane.infer(model, batch, Timings())
-    return json_response({"predictions" if row_format else "outputs": probabilities})
+    batch = rows_to_batch(plane, model, items, timings)
+    probabilities = plane.infer(model, batch, timings)
+    # TF Serving bodies carry no version; say which one answered in headers (hot reload, rollback).
+    return json_response({"predictions" if row_format else "outputs": probabilities},
+                         headers={"X-Model-Name": model.name, "X-Model-Version": str(model.version)})
 
 
-def rows_to_batch(plane: DataPlane, model: LoadedModel, items: object) -> np.ndarray:
+def rows_to_batch(plane: DataPlane, model: LoadedModel, items: object,
+                  timings: Timings | None = None) -> np.ndarray:
     """Rows of pixels, rows of {"input": pixels}, or rows of {"b64": encoded image}."""
     if isinstance(items, list) and items and all(isinstance(row, dict) for row in items):
         if all(set(row) == {"b64"} for row in items):
             plane.check_items(len(items))
             blobs = [decode_base64(row["b64"]) if isinstance(row["b64"], str) else b"" for row in items]
-            return plane.images_to_batch(blobs, model, None)
+            return plane.images_to_batch(blobs, model, None, timings)
         if all(set(row) == {INPUT_NAME} for row in items):
             items = [row[INPUT_NAME] for row in items]
         else:

@@ -6,7 +6,7 @@ extension and the classification extension). Errors are ``{"error": "..."}`` as 
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 
 from ..codecs.v2 import decode_infer_request, encode_infer_response
 from ..dataplane import Timings
@@ -54,7 +54,7 @@ def infer(name: str, version: str | None = None) -> Response:
     plane = dataplane()
     model = plane.model(name, version)
     header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
-    timings = Timings()
+    g.timings = timings = Timings()  # read by the metrics and request log hook
     infer_request = decode_infer_request(
         request.get_data(cache=False),
         header_length=header_length,

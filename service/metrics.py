@@ -1,0 +1,252 @@
+"""Prometheus metrics, correct across gunicorn workers (prometheus-client's multiprocess mode).
+
+``gunicorn.conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` before the app is imported, so every worker
+writes its values to small mmap files there and ``GET /metrics`` merges all of them (dead workers'
+counters included, so totals never go backwards when a worker is replaced; ``child_exit`` drops dead
+workers' live gauges). Without the variable (the app used outside gunicorn) the default in-process
+registry is used.
+
+Labels are bounded on purpose: ``route`` is the URL rule (``/v1/models/<name>/predict``), never the
+raw path; ``model`` and ``version`` are only ever names the registry actually loaded (an unknown model
+in a URL is recorded as ``model=""``); refusal reasons are a handful of categories.
+
+Metric names (all prefixed ``mnist_``):
+
+* ``mnist_http_requests_total{route,method,status,model,version}`` counter
+* ``mnist_http_request_duration_seconds{route,method}`` histogram, the whole request
+* ``mnist_request_phase_seconds{phase,model}`` histogram, ``phase`` = ``decode`` (from the start of
+  the request to the first inference: body, parsing, image decoding, preprocessing), ``queue`` (waiting
+  for a dynamic batch; 0 without a batcher) and ``inference`` (onnxruntime)
+* ``mnist_batch_size{model}`` histogram, items per inference call
+* ``mnist_images_predicted_total{model,version}`` counter, items (images or pixel rows) predicted
+* ``mnist_model_loads_total{model}``, ``mnist_model_load_refusals_total{model,reason}``,
+  ``mnist_model_unloads_total{model}`` counters
+* ``mnist_model_loaded{model,version,pid}`` gauge, 1 per live worker for each version it serves
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from time import perf_counter
+from typing import TYPE_CHECKING
+
+from flask import Flask, Response, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as _multiprocess
+
+from . import logs
+
+if TYPE_CHECKING:
+    from .registry import RegistryEvents
+    from .runtime import LoadedModel
+
+# prometheus-client chooses its storage from this variable when it is imported; gunicorn.conf.py
+# sets it (to $RUNTIME_DIR/metrics) before anything imports the app.
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PHASE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+REQUESTS = Counter(
+    "mnist_http_requests", "HTTP requests by URL rule, method, status and the model version that answered.",
+    ["route", "method", "status", "model", "version"],
+)
+REQUEST_SECONDS = Histogram(
+    "mnist_http_request_duration_seconds", "Whole request time in the app, by URL rule and method.",
+    ["route", "method"], buckets=LATENCY_BUCKETS,
+)
+PHASE_SECONDS = Histogram(
+    "mnist_request_phase_seconds",
+    "Time of the parts of an inference request: decode (body to model input), queue (dynamic batching "
+    "wait) and inference (onnxruntime).",
+    ["phase", "model"], buckets=PHASE_BUCKETS,
+)
+BATCH_SIZE = Histogram(
+    "mnist_batch_size", "Items per inference call.", ["model"], buckets=BATCH_BUCKETS,
+)
+IMAGES = Counter(
+    "mnist_images_predicted", "Items (images or pixel rows) predicted.", ["model", "version"],
+)
+MODEL_LOADS = Counter("mnist_model_loads", "Model versions loaded and validated.", ["model"])
+MODEL_REFUSALS = Counter(
+    "mnist_model_load_refusals", "Model versions refused at load time, by reason category.",
+    ["model", "reason"],
+)
+MODEL_UNLOADS = Counter("mnist_model_unloads", "Model versions taken out of service.", ["model"])
+MODEL_LOADED = Gauge(
+    "mnist_model_loaded", "1 for each model version a live worker serves (one series per worker pid).",
+    ["model", "version"], multiprocess_mode="liveall",
+)
+
+# Refusal messages (runtime.load_version, registry) -> a few stable categories, first match wins.
+REFUSAL_CATEGORIES = (
+    ("sha256", "checksum"),
+    ("warm-up", "warmup"),
+    ("providers", "provider"),
+    ("onnxruntime cannot load", "onnx"),
+    ("model inputs", "signature"),
+    ("model outputs", "signature"),
+    ("output '", "signature"),
+    ("input '", "signature"),
+    ("unreadable", "files"),
+    ("missing", "files"),
+    ("model.json", "card"),
+)
+
+
+def refusal_category(reason: str) -> str:
+    for needle, category in REFUSAL_CATEGORIES:
+        if needle in reason:
+            return category
+    return "other"
+
+
+# -- recording (hot path) ---------------------------------------------------------------------------
+
+# ``Metric.labels()`` validates and stringifies its arguments on every call; these caches keep the
+# per-request cost to one dict lookup per metric. Keys are bounded by the label rules above.
+_children: dict[tuple, object] = {}
+_children_lock = threading.Lock()
+
+
+def _child(metric, *labels: str):
+    key = (id(metric), *labels)
+    child = _children.get(key)
+    if child is None:
+        with _children_lock:
+            child = _children.setdefault(key, metric.labels(*labels))
+    return child
+
+
+def record_request(route: str, method: str, status: int, model: str, version: str, seconds: float) -> None:
+    _child(REQUESTS, route, method, str(status), model, version).inc()
+    _child(REQUEST_SECONDS, route, method).observe(seconds)
+
+
+def record_inference(model: str, version: str, batch_sizes: list[int], decode: float, queue: float,
+                     inference: float) -> None:
+    """One request's inference work: its batches, the items predicted and the time of each phase."""
+    sizes = _child(BATCH_SIZE, model)
+    for size in batch_sizes:
+        sizes.observe(size)
+    _child(IMAGES, model, version).inc(sum(batch_sizes))
+    _child(PHASE_SECONDS, "decode", model).observe(decode)
+    _child(PHASE_SECONDS, "queue", model).observe(queue)
+    _child(PHASE_SECONDS, "inference", model).observe(inference)
+
+
+# -- request hooks ----------------------------------------------------------------------------------
+
+
+def instrument(app: Flask) -> None:
+    """Time every request, count it, log it as one JSON line and echo its ``X-Request-ID``."""
+    log_enabled = logs.request_log.isEnabledFor
+
+    @app.before_request
+    def start_request() -> None:
+        g.request_started = perf_counter()
+        g.request_id = logs.request_id(request.headers.get(logs.REQUEST_ID_HEADER))
+
+    @app.after_request
+    def finish_request(response: Response) -> Response:
+        req, ctx = request._get_current_object(), g._get_current_object()  # one proxy lookup each
+        started = getattr(ctx, "request_started", None)
+        seconds = perf_counter() - started if started is not None else 0.0
+        rule = req.url_rule
+        route = rule.rule if rule is not None else "unmatched"
+        method, status = req.method, response.status_code
+        timings = getattr(ctx, "timings", None)
+        if timings is not None and timings.batch_sizes:
+            model, version, items = timings.model, timings.version, sum(timings.batch_sizes)
+            record_inference(model, version, timings.batch_sizes, timings.decode, timings.queue,
+                             timings.inference)
+        else:
+            model, version = _served_model(app, req.view_args)
+            items = 0
+        record_request(route, method, status, model, version, seconds)
+        rid = getattr(ctx, "request_id", None) or logs.request_id(None)
+        response.headers[logs.REQUEST_ID_HEADER] = rid
+        if log_enabled(logging.INFO):
+            path = req.path
+            logs.request_log.info(
+                "%s %s %d", method, path, status,
+                extra={"method": method, "route": route, "path": path, "status": status,
+                       "latency_ms": round(seconds * 1000, 3), "model": model, "version": version,
+                       "items": items, "request_id": rid, "remote_addr": req.remote_addr},
+            )
+        return response
+
+
+def _served_model(app: Flask, view_args: dict | None) -> tuple[str, str]:
+    """The model (and version) a non-inference request named, if it is served; "" otherwise.
+
+    Only names and versions the registry actually serves become label values, so a client cannot grow
+    the number of series by inventing model names.
+    """
+    name = view_args.get("name") if view_args else None
+    if not name:
+        return "", ""
+    served = app.extensions["dataplane"].registry.served().get(name)
+    if served is None:
+        return "", ""
+    version = view_args.get("version")
+    if version is None:
+        return name, str(served.default.version)
+    if version.isascii() and version.isdigit() and int(version) in served.versions:
+        return name, str(int(version))
+    return name, ""
+
+
+# -- model lifecycle (registry events) --------------------------------------------------------------
+
+
+def model_loaded(model: LoadedModel) -> None:
+    MODEL_LOADS.labels(model.name).inc()
+    MODEL_LOADED.labels(model.name, str(model.version)).set(1)
+
+
+def model_refused(name: str, version: int, reason: str) -> None:
+    MODEL_REFUSALS.labels(name, refusal_category(reason)).inc()
+
+
+def model_unloaded(name: str, version: int) -> None:
+    # In multiprocess mode a series cannot be removed from the mmap file; 0 says "not served".
+    MODEL_UNLOADS.labels(name).inc()
+    MODEL_LOADED.labels(name, str(version)).set(0)
+
+
+def connect(events: RegistryEvents) -> None:
+    """Plug the metrics into a registry's lifecycle hooks."""
+    events.loaded = model_loaded
+    events.refused = model_refused
+    events.unloaded = model_unloaded
+
+
+# -- exposition ----------------------------------------------------------------------------------
+
+
+def exposition() -> tuple[bytes, str]:
+    """The Prometheus text format of every worker's metrics (or this process's, outside gunicorn)."""
+    if MULTIPROCESS:
+        registry = CollectorRegistry()
+        _multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int) -> None:
+    """gunicorn's child_exit: drop a dead worker's live gauges (its counters stay in the totals)."""
+    if MULTIPROCESS:
+        _multiprocess.mark_process_dead(pid)
