@@ -49,7 +49,7 @@ lock:
 	/tmp/lock-venv/bin/pip freeze --exclude-editable | grep -v '^mnist-serving' > constraints.txt
 
 audit: install-test
-	$(BIN)/pip-audit -r constraints.txt --no-deps --disable-pip || true
+	bash .ci/audit.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache

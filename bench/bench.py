@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,8 +126,8 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "service" / "gunicorn.conf.py")]
         self.log = tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
-        full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "WORKERS": "2",
-                    "LOG_LEVEL": "WARNING", **env}
+        # The service's own defaults (LOG_LEVEL=INFO: one JSON line per request) unless --env says else.
+        full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "WORKERS": "2", **env}
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(args + ([app] if app else []), cwd=ROOT, env=full_env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
@@ -143,6 +144,24 @@ class Server:
     def pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
         return [self.proc.pid] + [int(p) for p in out.split()]
+
+    def pss_mib(self) -> float:
+        """The whole server's memory now: the sum of each process's proportional set size, which counts
+        pages the workers share with the master (preloaded imports) once rather than once per process."""
+        total_kib = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        total_kib += int(line.split()[1])
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+        return total_kib / 1024
+
+    def sample_memory(self, stop: threading.Event) -> None:
+        self.peak_pss = 0.0
+        while not stop.wait(0.25):
+            self.peak_pss = max(self.peak_pss, self.pss_mib())
 
     def peak_rss_mib(self) -> float:
         """Sum over master and workers of each process's peak resident set (VmHWM)."""
@@ -213,11 +232,16 @@ def main() -> None:
     ready_s = service.wait_ready("/v2/health/ready")
     for scenario in wanted:
         check_correct(service.url, scenario)
+    stop_sampling = threading.Event()
+    sampler = threading.Thread(target=service.sample_memory, args=(stop_sampling,), daemon=True)
+    sampler.start()
     for scenario in wanted:
         for c in conns:
             result = run_wrk(service.url, scenario, c, args.duration, script, work)
             results[("service", scenario.name, c)] = result
-    rss = service.peak_rss_mib()
+    stop_sampling.set()
+    sampler.join()
+    rss, pss = service.peak_rss_mib(), service.peak_pss
     service.stop()
 
     bare = Server("bench.bare_app:app", env)
@@ -241,7 +265,10 @@ def main() -> None:
             print(f"| {scenario.name} | {c} | {s['rps']:,.0f} | {s['rps'] * scenario.items:,.0f} | "
                   f"{s['p50_us'] / 1000:.2f} | {s['p99_us'] / 1000:.2f} | {b['rps']:,.0f} | "
                   f"{b['p99_us'] / 1000:.2f} | {s['rps'] / b['rps']:.2f} | {errors} |")
-    print(f"\nservice ready {ready_s:.2f} s after the process started; peak RSS (master + workers) {rss:.0f} MiB")
+    print(f"\nservice ready {ready_s:.2f} s after the process started")
+    print(f"server memory (master + workers): peak {pss:.0f} MiB as the sum of PSS sampled every 0.25 s "
+          f"(shared pages counted once); {rss:.0f} MiB as the sum of each process's own peak RSS (VmHWM, "
+          "shared pages counted in every process)")
 
 
 if __name__ == "__main__":

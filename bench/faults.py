@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
-import io
 import json
 import os
 import shutil
@@ -47,24 +46,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.support import MODELS, GunicornServer  # noqa: E402
+from tests.support import MODELS, GunicornServer, bar_png  # noqa: E402
 
 HOST = "127.0.0.1"
 
 
-def digit_png() -> bytes:
-    """A 28x28 PNG of a vertical bar (the model says "1")."""
-    import numpy as np
-    from PIL import Image
-
-    pixels = np.zeros((28, 28), np.uint8)
-    pixels[4:24, 13:16] = 255
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
 
 
-PNG = digit_png()
+PNG = bar_png()
 PNG_HEADERS = {"Content-Type": "image/png"}
 
 
@@ -183,10 +172,12 @@ def healthy(port: int, requests: int = 10) -> bool:
 
 
 def gunicorn_env(worker_class: str | None = None, threads: int = 1, extra: dict | None = None) -> dict:
-    """Settings for ``GunicornServer``: THREADS via config, the worker class via GUNICORN_CMD_ARGS."""
+    """Settings for ``GunicornServer``: WORKER_CLASS (default: the service's default) and THREADS."""
     env = {"THREADS": str(threads), **(extra or {})}
     if worker_class:
-        env["GUNICORN_CMD_ARGS"] = f"--worker-class {worker_class}"
+        env["WORKER_CLASS"] = worker_class
+    elif threads > 1:
+        env["WORKER_CLASS"] = "gthread"
     return env
 
 

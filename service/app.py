@@ -18,6 +18,7 @@ from .config import Settings, load_settings
 from .control import Control
 from .dataplane import DataPlane
 from .errors import ServiceError
+from .fastlane import FastLane
 from .http import json_error
 from .registry import ModelRegistry
 from .repository import VersionPolicy
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
     register_error_handlers(app)
     register_security_headers(app, settings)
     metrics.instrument(app)  # request metrics, JSON request log lines, X-Request-ID
+    app.wsgi_app = FastLane(app, app.wsgi_app)  # raw-image predictions skip Flask's per-request cost
 
     @app.before_request
     def ensure_models_started() -> None:
@@ -88,6 +90,7 @@ def register_error_handlers(app: Flask) -> None:
     def http_error(exc: HTTPException) -> Response:
         if exc.code == 413:
             limit = app.config["MAX_CONTENT_LENGTH"]
+            # gunicorn.conf.py's pre_request closes such connections, so the unread body is never drained.
             return json_error(f"the request body is larger than the limit of {limit} bytes "
                               "(MAX_CONTENT_LENGTH)", 413)
         return json_error(exc.description or exc.name, exc.code or 500)

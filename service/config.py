@@ -127,11 +127,16 @@ class Settings:
         lambda: _env("RUNTIME_DIR", ""),
     )
     workers: int = _setting(
-        "WORKERS", "gunicorn worker processes (0 = number of cores).",
+        "WORKERS", "gunicorn worker processes (0 = the cores this process may use: CPU affinity, cgroup quota).",
         lambda: _int("WORKERS", 0),
     )
+    worker_class: str = _setting(
+        "WORKER_CLASS", "gunicorn worker type: gevent (default: best throughput here, and slow clients "
+        "cannot pin a worker), gthread (uses THREADS) or sync. See bench/RESULTS.md.",
+        lambda: _env("WORKER_CLASS", "gevent"),
+    )
     threads: int = _setting(
-        "THREADS", "Threads per gunicorn worker.",
+        "THREADS", "Threads per gunicorn worker (gthread).",
         lambda: _int("THREADS", 1),
     )
     host: str = _setting("HOST", "Address gunicorn binds to.", lambda: _env("HOST", "0.0.0.0"))

@@ -8,10 +8,12 @@ prediction looks like — lives here, once, so the simple API, V2 and TF-Serving
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .batching import Batcher
 from .codecs.images import decode_image
 from .config import Settings
 from .errors import BadRequest, PayloadTooLarge, ServiceError
@@ -40,7 +42,9 @@ class Timings:
     inference: float = 0.0
     model: str = ""
     version: str = ""
-    batch_sizes: list[int] = field(default_factory=list)
+    items: int = 0  # items this request predicted
+    batch_sizes: list[int] = field(default_factory=list)  # sizes of the onnxruntime calls it ran
+    queued: bool = False  # dynamic batching was on, so ``queue`` is a real measurement
     created: float = field(default_factory=time.perf_counter)
 
 
@@ -48,6 +52,7 @@ class DataPlane:
     def __init__(self, settings: Settings, registry: ModelRegistry) -> None:
         self.settings = settings
         self.registry = registry
+        self.batcher = Batcher(settings.batch_max_size, settings.batch_max_delay_ms / 1000)
 
     # -- models ----------------------------------------------------------------------------------
 
@@ -107,39 +112,56 @@ class DataPlane:
     # -- inference -------------------------------------------------------------------------------
 
     def infer(self, model: LoadedModel, batch: np.ndarray, timings: Timings | None = None) -> np.ndarray:
-        """Run one batch [N, 784] as a single onnxruntime call; returns probabilities [N, 10]."""
+        """Probabilities [N, 10] for a batch [N, 784]: one onnxruntime call, possibly shared with
+        concurrent requests when dynamic batching is on (see batching.py)."""
         self.check_items(len(batch))
         start = time.perf_counter()
-        probabilities = model.predict(batch)
+        result = self.batcher.run(model, batch)
         if timings is not None:
-            timings.inference += time.perf_counter() - start
-            if not timings.batch_sizes:
+            if not timings.items:
                 timings.decode = max(timings.decode, start - timings.created)
-            timings.batch_sizes.append(len(batch))
+            timings.items += len(batch)
+            timings.queue += result.queue_seconds
+            timings.inference += result.inference_seconds
+            timings.queued = self.batcher.enabled
+            if result.led:
+                timings.batch_sizes.append(result.batch_size)
             timings.model, timings.version = model.name, str(model.version)
-        return probabilities
+        return result.probabilities
 
     # -- outputs ---------------------------------------------------------------------------------
 
     @staticmethod
     def top_k(model: LoadedModel, probabilities: np.ndarray, k: int) -> list[list[dict]]:
         """For each row, the k most likely classes with label, index and probability, best first."""
-        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-        top = np.take_along_axis(probabilities, order, axis=1).tolist()
+        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k].tolist()
+        rows = probabilities.tolist()  # Python floats once, instead of a numpy scalar per item
         labels = model.labels
         return [
-            [{"label": labels[i], "index": i, "probability": p} for i, p in zip(idx, row, strict=True)]
-            for idx, row in zip(order.tolist(), top, strict=True)
+            [{"label": labels[i], "index": i, "probability": row[i]} for i in idx]
+            for idx, row in zip(order, rows, strict=True)
         ]
 
     def predictions(self, model: LoadedModel, probabilities: np.ndarray, k: int) -> dict:
         """The simple API's response: one prediction per input, in input order."""
         ranked = self.top_k(model, probabilities, max(1, k))
-        preds = [{**best[0], "top_k": best} for best in ranked]
         if k == 0:
-            for pred in preds:
-                pred["top_k"] = []
+            preds = [{**best[0], "top_k": []} for best in ranked]
+        else:
+            preds = [{**best[0], "top_k": best} for best in ranked]
         return {"model_name": model.name, "model_version": str(model.version), "predictions": preds}
+
+    def predict(self, name: str | None, args: Mapping[str, str], to_batch: Callable[[LoadedModel], np.ndarray],
+                timings: Timings) -> dict:
+        """The simple API, whatever the body: pick the model, build the batch, infer, rank.
+
+        ``to_batch`` turns the request body into a batch for the chosen model (its preprocessing may
+        depend on the model), so the Flask route and the raw-image fast lane share everything else.
+        """
+        model = self.model(name, args.get("version"))
+        top_k = self.parse_top_k(args.get("top_k"))
+        probabilities = self.infer(model, to_batch(model), timings)
+        return self.predictions(model, probabilities, top_k)
 
     def parse_top_k(self, raw: str | None) -> int:
         if raw is None or raw == "":

@@ -19,6 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from service.config import load_settings  # noqa: E402
 
+_settings = load_settings()
+if _settings.worker_class == "gevent":
+    # Patch before the app is preloaded, so every lock, event and socket it creates is cooperative.
+    from gevent import monkey
+
+    monkey.patch_all()
+
 
 def _shared_runtime_dir() -> str:
     """The folder all workers share (metrics, admin state), made before the app is preloaded.
@@ -37,13 +44,12 @@ def _shared_runtime_dir() -> str:
 
 
 _runtime_dir = _shared_runtime_dir()
-_settings = load_settings()
 
 wsgi_app = "service.wsgi:app"
 bind = [f"{_settings.host}:{_settings.port}"]
 workers = _settings.worker_count()
 threads = _settings.threads
-worker_class = "gthread" if _settings.threads > 1 else "sync"
+worker_class = _settings.worker_class
 # Import Flask, numpy, Pillow and onnxruntime once in the master; workers share those pages.
 preload_app = True
 keepalive = 5
@@ -92,6 +98,19 @@ def when_ready(server) -> None:
         stop(graceful)
 
     server.stop = stop_and_refuse
+
+
+def pre_request(worker, req) -> None:
+    """Close, after answering, any connection whose body the app may refuse without reading it.
+
+    A body over MAX_CONTENT_LENGTH gets 413 unread; on a kept-alive connection gunicorn would then read
+    and discard all of it (50 MB, or an endless chunked stream) before the next request. Chunked
+    bodies have no declared size, so their connections are not reused either.
+    """
+    for name, value in req.headers:
+        too_long = name == "CONTENT-LENGTH" and value.isdigit() and int(value) > _settings.max_content_length
+        if too_long or (name == "TRANSFER-ENCODING" and "chunked" in value.lower()):
+            req.must_close = True
 
 
 def post_worker_init(worker) -> None:

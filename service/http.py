@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 from flask import Response, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .errors import BadRequest, UnsupportedMediaType
 
@@ -29,11 +30,28 @@ def json_error(message: str, status: int) -> Response:
     return json_response({"error": message}, status)
 
 
+def read_body() -> bytes:
+    """The whole request body, in one read when its length is known.
+
+    werkzeug's ``get_data()`` reads 64 KiB at a time, and gunicorn's reader copies everything it has
+    read ahead on each such call: quadratic in the body size. A 3 MB V2 batch spent three quarters of
+    its time there; one read of Content-Length bytes takes a single pass. The size limit is checked
+    first, so nothing over MAX_CONTENT_LENGTH is read into memory.
+    """
+    length = request.content_length
+    if length is None:  # chunked: the app's before-request hook has already bounded it
+        return request.get_data(cache=False)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if limit is not None and length > limit:
+        raise RequestEntityTooLarge()
+    return request.environ["wsgi.input"].read(length) if length else b""
+
+
 def json_body() -> object:
     """The request body as JSON. orjson refuses NaN/Infinity literals, as RFC 8259 does."""
     if request.mimetype != JSON:
         raise UnsupportedMediaType(f"send Content-Type: {JSON} (got '{request.mimetype or 'none'}')")
-    data = request.get_data(cache=False)
+    data = read_body()
     if not data:
         raise BadRequest("the request body is empty; send a JSON object")
     try:

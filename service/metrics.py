@@ -16,7 +16,7 @@ Metric names (all prefixed ``mnist_``):
 * ``mnist_http_request_duration_seconds{route,method}`` histogram, the whole request
 * ``mnist_request_phase_seconds{phase,model}`` histogram, ``phase`` = ``decode`` (from the start of
   the request to the first inference: body, parsing, image decoding, preprocessing), ``queue`` (waiting
-  for a dynamic batch; 0 without a batcher) and ``inference`` (onnxruntime)
+  for a dynamic batch; observed only while dynamic batching is on) and ``inference`` (onnxruntime)
 * ``mnist_batch_size{model}`` histogram, items per inference call
 * ``mnist_images_predicted_total{model,version}`` counter, items (images or pixel rows) predicted
 * ``mnist_model_loads_total{model}``, ``mnist_model_load_refusals_total{model,reason}``,
@@ -26,7 +26,6 @@ Metric names (all prefixed ``mnist_``):
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from time import perf_counter
@@ -47,6 +46,7 @@ from prometheus_client import multiprocess as _multiprocess
 from . import logs
 
 if TYPE_CHECKING:
+    from .dataplane import Timings
     from .registry import RegistryEvents
     from .runtime import LoadedModel
 
@@ -135,24 +135,42 @@ def record_request(route: str, method: str, status: int, model: str, version: st
     _child(REQUEST_SECONDS, route, method).observe(seconds)
 
 
-def record_inference(model: str, version: str, batch_sizes: list[int], decode: float, queue: float,
-                     inference: float) -> None:
-    """One request's inference work: its batches, the items predicted and the time of each phase."""
+def record_inference(timings: Timings) -> None:
+    """One request's inference work: the items predicted, the calls it ran and the time of each phase."""
+    model = timings.model
     sizes = _child(BATCH_SIZE, model)
-    for size in batch_sizes:
+    for size in timings.batch_sizes:
         sizes.observe(size)
-    _child(IMAGES, model, version).inc(sum(batch_sizes))
-    _child(PHASE_SECONDS, "decode", model).observe(decode)
-    _child(PHASE_SECONDS, "queue", model).observe(queue)
-    _child(PHASE_SECONDS, "inference", model).observe(inference)
+    _child(IMAGES, model, timings.version).inc(timings.items)
+    _child(PHASE_SECONDS, "decode", model).observe(timings.decode)
+    if timings.queued:  # without dynamic batching there is no queue, and nothing to observe
+        _child(PHASE_SECONDS, "queue", model).observe(timings.queue)
+    _child(PHASE_SECONDS, "inference", model).observe(timings.inference)
 
 
 # -- request hooks ----------------------------------------------------------------------------------
 
 
+def observe_request(*, route: str, method: str, path: str, status: int, seconds: float,
+                    timings: Timings | None, model: str, version: str, request_id: str,
+                    remote_addr: str | None) -> None:
+    """Count, time and log one finished request: the one place both the Flask hook and the raw-image
+    fast lane (service/fastlane.py) report to, so their metrics and log lines cannot differ."""
+    if timings is not None and timings.items:
+        model, version, items = timings.model, timings.version, timings.items
+        record_inference(timings)
+    else:
+        items = 0
+    record_request(route, method, status, model, version, seconds)
+    logs.log_request(method, path, status, {
+        "method": method, "route": route, "path": path, "status": status,
+        "latency_ms": round(seconds * 1000, 3), "model": model, "version": version,
+        "items": items, "request_id": request_id, "remote_addr": remote_addr,
+    })
+
+
 def instrument(app: Flask) -> None:
     """Time every request, count it, log it as one JSON line and echo its ``X-Request-ID``."""
-    log_enabled = logs.request_log.isEnabledFor
 
     @app.before_request
     def start_request() -> None:
@@ -165,31 +183,18 @@ def instrument(app: Flask) -> None:
         started = getattr(ctx, "request_started", None)
         seconds = perf_counter() - started if started is not None else 0.0
         rule = req.url_rule
-        route = rule.rule if rule is not None else "unmatched"
-        method, status = req.method, response.status_code
         timings = getattr(ctx, "timings", None)
-        if timings is not None and timings.batch_sizes:
-            model, version, items = timings.model, timings.version, sum(timings.batch_sizes)
-            record_inference(model, version, timings.batch_sizes, timings.decode, timings.queue,
-                             timings.inference)
-        else:
-            model, version = _served_model(app, req.view_args)
-            items = 0
-        record_request(route, method, status, model, version, seconds)
+        model, version = ("", "") if timings is not None and timings.items else served_model(
+            app, req.view_args)
         rid = getattr(ctx, "request_id", None) or logs.request_id(None)
         response.headers[logs.REQUEST_ID_HEADER] = rid
-        if log_enabled(logging.INFO):
-            path = req.path
-            logs.request_log.info(
-                "%s %s %d", method, path, status,
-                extra={"method": method, "route": route, "path": path, "status": status,
-                       "latency_ms": round(seconds * 1000, 3), "model": model, "version": version,
-                       "items": items, "request_id": rid, "remote_addr": req.remote_addr},
-            )
+        observe_request(route=rule.rule if rule is not None else "unmatched", method=req.method,
+                        path=req.path, status=response.status_code, seconds=seconds, timings=timings,
+                        model=model, version=version, request_id=rid, remote_addr=req.remote_addr)
         return response
 
 
-def _served_model(app: Flask, view_args: dict | None) -> tuple[str, str]:
+def served_model(app: Flask, view_args: dict | None) -> tuple[str, str]:
     """The model (and version) a non-inference request named, if it is served; "" otherwise.
 
     Only names and versions the registry actually serves become label values, so a client cannot grow

@@ -38,6 +38,19 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
+def bar_png() -> bytes:
+    """A 28×28 PNG of a white vertical bar on black: a clean "1" for requests that must succeed."""
+    import io
+
+    from PIL import Image
+
+    pixels = np.zeros((28, 28), np.uint8)
+    pixels[4:24, 13:16] = 255
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def mnist_test_set(folder: Path = MNIST_DIR) -> tuple[np.ndarray, np.ndarray]:
     """The 10,000 real test images (uint8 [N,28,28]) and labels."""
     return (read_idx(folder / "t10k-images-idx3-ubyte.gz"), read_idx(folder / "t10k-labels-idx1-ubyte.gz"))

@@ -16,6 +16,8 @@ import pytest
 import requests
 from PIL import Image
 
+from .support import bar_png
+
 ROW = [0.0] * 784
 
 
@@ -25,10 +27,6 @@ def png(image: Image.Image, **save) -> bytes:
     return buf.getvalue()
 
 
-def digit_png() -> bytes:
-    pixels = np.zeros((28, 28), np.uint8)
-    pixels[4:24, 13:16] = 255
-    return png(Image.fromarray(pixels))
 
 
 def bomb_png(side: int = 30000) -> bytes:
@@ -74,7 +72,7 @@ def deep(levels: int) -> bytes:
     return b'{"instances": ' + b"[" * levels + b"]" * levels + b"}"
 
 
-GOOD = digit_png()
+GOOD = bar_png()
 FP32 = {"name": "input", "datatype": "FP32", "shape": [1, 784], "data": ROW}
 
 MATRIX: list[tuple[str, str, str, dict, int]] = [

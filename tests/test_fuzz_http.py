@@ -6,7 +6,6 @@ a 2xx or a 4xx with a JSON body (never a 5xx, a hang or a dropped connection), a
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -14,20 +13,15 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+
+from .support import bar_png
 
 ENDPOINTS = ["/predict", "/v2/models/mnist/infer", "/v1/models/mnist:predict"]
 
 
-def _png() -> bytes:
-    pixels = np.zeros((28, 28), np.uint8)
-    pixels[4:24, 13:16] = 255
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
 
 
-PNG = _png()
+PNG = bar_png()
 ROW = [0.5] * 784
 V2_HEADER = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784],
                                     "parameters": {"binary_data_size": 784 * 4}}]}).encode()

@@ -5,7 +5,6 @@ Each test reads the real server's log file (stderr of a real gunicorn) and parse
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import shutil
@@ -14,24 +13,16 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pytest
 import requests
-from PIL import Image
 
-from .support import MODELS, GunicornServer
+from .support import MODELS, GunicornServer, bar_png
 
 HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 REQUEST_FIELDS = {"timestamp", "level", "method", "route", "path", "status", "latency_ms", "model",
                   "version", "items", "request_id", "remote_addr"}
 
 
-def png() -> bytes:
-    pixels = np.zeros((28, 28), np.uint8)
-    pixels[4:24, 13:16] = 255
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def entries(server: GunicornServer) -> list[dict]:
@@ -83,7 +74,7 @@ def warning_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicor
 
 
 def test_request_line_carries_the_clients_request_id(info_server):
-    response = requests.post(info_server.url + "/predict?top_k=2", data=png(),
+    response = requests.post(info_server.url + "/predict?top_k=2", data=bar_png(),
                              headers={"Content-Type": "image/png", "X-Request-ID": "my-id-123"})
     assert response.status_code == 200
     assert response.headers["X-Request-ID"] == "my-id-123"
@@ -105,7 +96,7 @@ def test_request_line_carries_the_clients_request_id(info_server):
 
 
 def test_route_is_the_url_rule_and_errors_are_logged_too(info_server):
-    files = [("file", (f"{i}.png", png(), "image/png")) for i in range(3)]
+    files = [("file", (f"{i}.png", bar_png(), "image/png")) for i in range(3)]
     response = requests.post(info_server.url + "/v1/models/mnist/predict", files=files,
                              headers={"X-Request-ID": "batch-of-3"})
     assert response.status_code == 200
@@ -157,7 +148,7 @@ def test_bodies_are_never_logged_and_other_records_are_json(info_server):
 
 def test_log_level_warning_suppresses_request_lines(warning_server):
     for _ in range(3):
-        response = requests.post(warning_server.url + "/predict", data=png(),
+        response = requests.post(warning_server.url + "/predict", data=bar_png(),
                                  headers={"Content-Type": "image/png", "X-Request-ID": "quiet-please"})
         assert response.status_code == 200
         assert response.headers["X-Request-ID"] == "quiet-please"

@@ -135,8 +135,10 @@ def test_counts_add_up_across_workers_and_survive_a_killed_worker(metrics_server
     assert total(before, "mnist_batch_size_sum", model="mnist") == items
     assert total(before, "mnist_batch_size_bucket", model="mnist", le="1.0") == SINGLES
     assert total(before, "mnist_batch_size_bucket", model="mnist", le="8.0") == SINGLES + BATCHES
-    for phase in ("decode", "queue", "inference"):
+    for phase in ("decode", "inference"):
         assert total(before, "mnist_request_phase_seconds_count", model="mnist", phase=phase) == 42
+    # Dynamic batching is off by default: no queue, so no queue-wait observations.
+    assert total(before, "mnist_request_phase_seconds_count", model="mnist", phase="queue") == 0
     assert total(before, "mnist_request_phase_seconds_sum", model="mnist", phase="inference") > 0
     assert total(before, "mnist_request_phase_seconds_sum", model="mnist", phase="decode") > 0
 

@@ -5,30 +5,21 @@ unless configured, nosniff everywhere, request-line/header limits, constant-time
 from __future__ import annotations
 
 import inspect
-import io
 import socket
 import threading
 import time
 
-import numpy as np
 import pytest
 import requests
-from PIL import Image
 
-from .support import MODELS, GunicornServer
+from .support import MODELS, GunicornServer, bar_png
 
 LEAKS = ("Traceback", "/work/", ".py", "site-packages", 'File "')
 
 
-def digit_png() -> bytes:
-    pixels = np.zeros((28, 28), np.uint8)
-    pixels[4:24, 13:16] = 255
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
 
 
-PNG = digit_png()
+PNG = bar_png()
 
 
 def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:

@@ -20,7 +20,7 @@ from flask import Blueprint, Response, current_app, request
 
 from ..control import Control
 from ..errors import BadRequest
-from ..http import dataplane, json_error, json_response
+from ..http import dataplane, json_error, json_response, read_body
 from ..repository import valid_model_name
 
 bp = Blueprint("admin", __name__, url_prefix="/v2/repository")
@@ -50,7 +50,7 @@ def require_token() -> Response | None:
 
 def optional_json_object() -> dict:
     """The body as a JSON object; empty means {}. Triton clients send it without a Content-Type."""
-    data = request.get_data(cache=False)
+    data = read_body()
     if not data.strip():
         return {}
     try:

@@ -13,7 +13,7 @@ from ..codecs.images import decode_base64
 from ..codecs.tensors import instances_to_batch
 from ..dataplane import DataPlane, Timings
 from ..errors import BadRequest, UnsupportedMediaType
-from ..http import dataplane, json_body, json_response
+from ..http import dataplane, json_body, json_response, read_body
 from ..runtime import LoadedModel
 
 bp = Blueprint("simple", __name__)
@@ -45,19 +45,18 @@ def predict_default() -> Response:
 @bp.post("/v1/models/<name>/predict")
 def predict(name: str | None) -> Response:
     plane = dataplane()
-    model = plane.model(name, request.args.get("version"))
-    top_k = plane.parse_top_k(request.args.get("top_k"))
     g.timings = timings = Timings()  # read by the metrics and request log hook
-    batch = request_batch(plane, model, request.args.get("preprocess"), timings)
-    probabilities = plane.infer(model, batch, timings)
-    return json_response(plane.predictions(model, probabilities, top_k))
+    preprocess = request.args.get("preprocess")
+    return json_response(plane.predict(
+        name, request.args, lambda model: request_batch(plane, model, preprocess, timings), timings
+    ))
 
 
 def request_batch(plane: DataPlane, model: LoadedModel, preprocess: str | None, timings: Timings) -> np.ndarray:
     """Turn the body, whatever its content type, into one float32 batch [N, 784]."""
     mimetype = request.mimetype
     if mimetype.startswith("image/") or mimetype == "application/octet-stream":
-        return plane.images_to_batch([request.get_data(cache=False)], model, preprocess, timings)
+        return plane.images_to_batch([read_body()], model, preprocess, timings)
     if mimetype == "multipart/form-data":
         return plane.images_to_batch(multipart_files(plane), model, preprocess, timings)
     if mimetype == "application/json":

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, g, request
 from ..codecs.v2 import decode_infer_request, encode_infer_response
 from ..dataplane import Timings
 from ..errors import BadRequest
-from ..http import dataplane, json_response
+from ..http import dataplane, json_response, read_body
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
@@ -56,7 +56,7 @@ def infer(name: str, version: str | None = None) -> Response:
     header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
     g.timings = timings = Timings()  # read by the metrics and request log hook
     infer_request = decode_infer_request(
-        request.get_data(cache=False),
+        read_body(),
         header_length=header_length,
         input_name="input",
         max_items=plane.settings.max_batch_items,
