@@ -113,6 +113,19 @@ def pre_request(worker, req) -> None:
             req.must_close = True
 
 
+def post_request(worker, req, environ, resp) -> None:
+    """gevent workers: let the other connections' greenlets run before this one reads its next request.
+
+    A kept-alive connection whose next request is already buffered would otherwise be served again at
+    once, round after round, while other connections wait: p99 of seconds at 8+ busy connections.
+    One cooperative yield per request makes the worker take connections in turn.
+    """
+    if _settings.worker_class == "gevent":
+        import gevent
+
+        gevent.sleep(0)
+
+
 def post_worker_init(worker) -> None:
     """Create onnxruntime sessions in the worker, after fork; warm-up runs before it takes requests."""
     from service.app import start_models
