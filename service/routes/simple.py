@@ -77,11 +77,13 @@ def multipart_files(plane: DataPlane) -> list[bytes]:
 
 
 def json_batch(plane: DataPlane, model: LoadedModel, preprocess: str | None, timings: Timings) -> np.ndarray:
-    body = json_body()
+    parsed = json_body()
+    body = parsed.value
     if not isinstance(body, dict) or ("images" in body) == ("instances" in body):
         raise BadRequest('send {"images": [base64, ...]} or {"instances": [[784 numbers], ...]}')
     if "instances" in body:
-        return instances_to_batch(body["instances"], max_items=plane.settings.max_batch_items)
+        return instances_to_batch(body["instances"], max_items=plane.settings.max_batch_items,
+                                  numbers_only=parsed.numbers_only)
     images = body["images"]
     if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
         raise BadRequest('"images" must be a list of base64 strings')

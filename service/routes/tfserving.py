@@ -26,7 +26,8 @@ def predict(name: str, version: str | None = None) -> Response:
     plane = dataplane()
     model = plane.model(name, version)
     g.timings = timings = Timings()  # read by the metrics and request log hook
-    body = json_body()
+    parsed = json_body()
+    body = parsed.value
     if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
         raise BadRequest('send {"instances": [...]} (row format) or {"inputs": ...} (columnar format)')
     row_format = "instances" in body
@@ -35,7 +36,7 @@ def predict(name: str, version: str | None = None) -> Response:
         if set(items) != {INPUT_NAME}:
             raise BadRequest(f"this model has one input named '{INPUT_NAME}'")
         items = items[INPUT_NAME]
-    batch = rows_to_batch(plane, model, items, timings)
+    batch = rows_to_batch(plane, model, items, timings, numbers_only=parsed.numbers_only)
     probabilities = plane.infer(model, batch, timings)
     # TF Serving bodies carry no version; say which one answered in headers (hot reload, rollback).
     return json_response({"predictions" if row_format else "outputs": probabilities},
@@ -43,7 +44,7 @@ def predict(name: str, version: str | None = None) -> Response:
 
 
 def rows_to_batch(plane: DataPlane, model: LoadedModel, items: object,
-                  timings: Timings | None = None) -> np.ndarray:
+                  timings: Timings | None = None, *, numbers_only: bool = False) -> np.ndarray:
     """Rows of pixels, rows of {"input": pixels}, or rows of {"b64": encoded image}."""
     if isinstance(items, list) and items and all(isinstance(row, dict) for row in items):
         if all(set(row) == {"b64"} for row in items):
@@ -54,7 +55,7 @@ def rows_to_batch(plane: DataPlane, model: LoadedModel, items: object,
             items = [row[INPUT_NAME] for row in items]
         else:
             raise BadRequest(f'each instance must be pixels, {{"{INPUT_NAME}": pixels}} or {{"b64": image}}')
-    return instances_to_batch(items, max_items=plane.settings.max_batch_items)
+    return instances_to_batch(items, max_items=plane.settings.max_batch_items, numbers_only=numbers_only)
 
 
 @bp.get("/<name>")

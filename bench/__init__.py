@@ -1,0 +1,1 @@
+"""Benchmarks and fault injection: scripts that print figures (see bench/RESULTS.md)."""
