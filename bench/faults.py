@@ -181,6 +181,13 @@ def gunicorn_env(worker_class: str | None = None, threads: int = 1, extra: dict 
     return env
 
 
+def effective_worker_class(worker_class: str | None, threads: int) -> str:
+    """The worker class a server started by ``gunicorn_env`` really runs."""
+    from service.config import load_settings
+
+    return worker_class or ("gthread" if threads > 1 else load_settings().worker_class)
+
+
 def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -280,7 +287,7 @@ def kill_worker(*, workers: int = 2, threads: int = 1, worker_class: str | None 
         "failed_after_replacement": sum(not r.ok for r in after),
         "sent_after_replacement": len(after),
         # a sync worker holds one connection; gthread/gevent workers may have accepted every client's
-        "max_expected_failures": 1 if (worker_class or ("gthread" if threads > 1 else "sync")) == "sync"
+        "max_expected_failures": 1 if effective_worker_class(worker_class, threads) == "sync"
         else clients,
         "victim": victim,
         "replaced": bool(replaced),
@@ -454,7 +461,7 @@ def slow_clients(*, worker_class: str | None = None, workers: int = 2, threads: 
                  baseline_s: float = 1.0) -> dict:
     """Normal-client latency and success with and without ``slow`` slow clients connected."""
     env = gunicorn_env(worker_class, threads)
-    label = worker_class or ("gthread" if threads > 1 else "sync")
+    label = effective_worker_class(worker_class, threads)
     with GunicornServer(MODELS, env=env, workers=workers) as server:
         baseline = normal_client(server.port, baseline_s, normal_timeout_s)
         stop, lock, stats = threading.Event(), threading.Lock(), SlowStats()
