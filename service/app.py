@@ -1,7 +1,7 @@
 """The Flask app factory: settings -> registry -> data plane -> blueprints, and JSON errors everywhere.
 
-Models are not loaded here but in ``DataPlane``'s owner, per worker, after gunicorn forks (see
-``start_models``): onnxruntime sessions must not be shared across a fork.
+Models are not loaded here but in each worker after gunicorn forks (``start_models``, called by
+``gunicorn.conf.py``'s post_worker_init): onnxruntime sessions must not be shared across a fork.
 """
 
 from __future__ import annotations
