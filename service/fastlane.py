@@ -89,7 +89,7 @@ class FastLane:
             body = environ["wsgi.input"].read(length) if length else b""
             plane = self.plane
             payload = orjson.dumps(plane.predict(
-                name, args, lambda model: plane.images_to_batch([body], model, args.get("preprocess"), timings),
+                name, args, lambda model: plane.images_to_batch([body], model, args.get("preprocess")),
                 timings,
             ))
         except ServiceError as exc:

@@ -48,19 +48,19 @@ def predict(name: str | None) -> Response:
     g.timings = timings = Timings()  # read by the metrics and request log hook
     preprocess = request.args.get("preprocess")
     return json_response(plane.predict(
-        name, request.args, lambda model: request_batch(plane, model, preprocess, timings), timings
+        name, request.args, lambda model: request_batch(plane, model, preprocess), timings
     ))
 
 
-def request_batch(plane: DataPlane, model: LoadedModel, preprocess: str | None, timings: Timings) -> np.ndarray:
+def request_batch(plane: DataPlane, model: LoadedModel, preprocess: str | None) -> np.ndarray:
     """Turn the body, whatever its content type, into one float32 batch [N, 784]."""
     mimetype = request.mimetype
     if mimetype.startswith("image/") or mimetype == "application/octet-stream":
-        return plane.images_to_batch([read_body()], model, preprocess, timings)
+        return plane.images_to_batch([read_body()], model, preprocess)
     if mimetype == "multipart/form-data":
-        return plane.images_to_batch(multipart_files(plane), model, preprocess, timings)
+        return plane.images_to_batch(multipart_files(plane), model, preprocess)
     if mimetype == "application/json":
-        return json_batch(plane, model, preprocess, timings)
+        return json_batch(plane, model, preprocess)
     raise UnsupportedMediaType(f"Content-Type '{mimetype or 'none'}' is not accepted; send {ACCEPTED}")
 
 
@@ -76,7 +76,7 @@ def multipart_files(plane: DataPlane) -> list[bytes]:
     return [f.read() for f in files]
 
 
-def json_batch(plane: DataPlane, model: LoadedModel, preprocess: str | None, timings: Timings) -> np.ndarray:
+def json_batch(plane: DataPlane, model: LoadedModel, preprocess: str | None) -> np.ndarray:
     parsed = json_body()
     body = parsed.value
     if not isinstance(body, dict) or ("images" in body) == ("instances" in body):
@@ -94,4 +94,4 @@ def json_batch(plane: DataPlane, model: LoadedModel, preprocess: str | None, tim
             blobs.append(decode_base64(text))
         except BadRequest as exc:
             raise BadRequest(f"images[{index}]: {exc.message}") from None
-    return plane.images_to_batch(blobs, model, preprocess, timings)
+    return plane.images_to_batch(blobs, model, preprocess)

@@ -36,21 +36,21 @@ def predict(name: str, version: str | None = None) -> Response:
         if set(items) != {INPUT_NAME}:
             raise BadRequest(f"this model has one input named '{INPUT_NAME}'")
         items = items[INPUT_NAME]
-    batch = rows_to_batch(plane, model, items, timings, numbers_only=parsed.numbers_only)
+    batch = rows_to_batch(plane, model, items, numbers_only=parsed.numbers_only)
     probabilities = plane.infer(model, batch, timings)
     # TF Serving bodies carry no version; say which one answered in headers (hot reload, rollback).
     return json_response({"predictions" if row_format else "outputs": probabilities},
                          headers={"X-Model-Name": model.name, "X-Model-Version": str(model.version)})
 
 
-def rows_to_batch(plane: DataPlane, model: LoadedModel, items: object,
-                  timings: Timings | None = None, *, numbers_only: bool = False) -> np.ndarray:
+def rows_to_batch(plane: DataPlane, model: LoadedModel, items: object, *,
+                  numbers_only: bool = False) -> np.ndarray:
     """Rows of pixels, rows of {"input": pixels}, or rows of {"b64": encoded image}."""
     if isinstance(items, list) and items and all(isinstance(row, dict) for row in items):
         if all(set(row) == {"b64"} for row in items):
             plane.check_items(len(items))
             blobs = [decode_base64(row["b64"]) if isinstance(row["b64"], str) else b"" for row in items]
-            return plane.images_to_batch(blobs, model, None, timings)
+            return plane.images_to_batch(blobs, model, None)
         if all(set(row) == {INPUT_NAME} for row in items):
             items = [row[INPUT_NAME] for row in items]
         else:
