@@ -16,3 +16,9 @@ ANSWER = b'{"model_name":"bare","model_version":"1","predictions":[]}'
 def predict(name: str | None = None) -> Response:
     request.get_data()
     return Response(ANSWER, mimetype="application/json")
+
+
+@app.get("/v2/health/ready")
+def ready() -> Response:
+    """The same readiness route as the service, so both are started and awaited the same way."""
+    return Response(b'{"ready":true}', mimetype="application/json")

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support import free_port, mnist_test_set  # noqa: E402
+from tests.support import MODELS, GunicornServer, mnist_test_set  # noqa: E402
 
 WRK_SCRIPT = """
 local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
@@ -118,67 +117,49 @@ def scenarios() -> list[Scenario]:
     ]
 
 
-class Server:
-    """gunicorn with service/gunicorn.conf.py, serving either the service or the bare app."""
+def start_server(app: str | None, env: dict[str, str], workers: int = 2) -> GunicornServer:
+    """The service (or, with ``app``, the bare endpoint) under service/gunicorn.conf.py, on the committed
+    models, with the service's own defaults (LOG_LEVEL=INFO: one JSON line per request) unless ``env``
+    says otherwise."""
+    log = Path(tempfile.mkdtemp(prefix="bench-")) / "gunicorn.log"
+    return GunicornServer(MODELS, env=env, workers=workers, log_path=log, app=app).start()
 
-    def __init__(self, app: str | None, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        args = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "service" / "gunicorn.conf.py")]
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
-        # The service's own defaults (LOG_LEVEL=INFO: one JSON line per request) unless --env says else.
-        full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "WORKERS": "2", **env}
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(args + ([app] if app else []), cwd=ROOT, env=full_env,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
 
-    def wait_ready(self, path: str, method: str = "GET", timeout: float = 60) -> float:
-        while time.perf_counter() - self.started < timeout:
-            try:
-                if requests.request(method, self.url + path, timeout=1).status_code == 200:
-                    return time.perf_counter() - self.started
-            except requests.ConnectionError:
-                time.sleep(0.005)
-        raise RuntimeError(f"server not ready; log: {Path(self.log.name).read_text()[-2000:]}")
+def server_pids(server: GunicornServer) -> list[int]:
+    return [server.proc.pid, *server.worker_pids()]
 
-    def pids(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
-        return [self.proc.pid] + [int(p) for p in out.split()]
 
-    def pss_mib(self) -> float:
-        """The whole server's memory now: the sum of each process's proportional set size, which counts
-        pages the workers share with the master (preloaded imports) once rather than once per process."""
-        total_kib = 0
-        for pid in self.pids():
-            try:
-                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                    if line.startswith("Pss:"):
-                        total_kib += int(line.split()[1])
-            except (FileNotFoundError, ProcessLookupError):
-                pass
-        return total_kib / 1024
+def sum_proc_field(pids: list[int], filename: str, field: str) -> float:
+    """Sum of one ``/proc/<pid>/<filename>`` field (in kB) over the processes, in MiB."""
+    total_kib = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/{filename}").read_text().splitlines():
+                if line.startswith(field):
+                    total_kib += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a worker that exited between listing and reading
+    return total_kib / 1024
 
-    def sample_memory(self, stop: threading.Event) -> None:
+
+class MemorySampler(threading.Thread):
+    """Peak of the whole server's memory: the sum of each process's proportional set size (PSS), which
+    counts pages the workers share with the master (preloaded imports) once rather than once each."""
+
+    def __init__(self, server: GunicornServer) -> None:
+        super().__init__(daemon=True)
+        self.server = server
         self.peak_pss = 0.0
-        while not stop.wait(0.25):
-            self.peak_pss = max(self.peak_pss, self.pss_mib())
+        self.stopped = threading.Event()
 
-    def peak_rss_mib(self) -> float:
-        """Sum over master and workers of each process's peak resident set (VmHWM)."""
-        total_kib = 0
-        for pid in self.pids():
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        total_kib += int(line.split()[1])
-            except FileNotFoundError:
-                pass
-        return total_kib / 1024
+    def run(self) -> None:
+        while not self.stopped.wait(0.25):
+            self.peak_pss = max(self.peak_pss, sum_proc_field(server_pids(self.server), "smaps_rollup", "Pss:"))
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
-        os.unlink(self.log.name)
+    def stop(self) -> float:
+        self.stopped.set()
+        self.join()
+        return self.peak_pss
 
 
 def run_wrk(url: str, scenario: Scenario, connections: int, duration: float, script: Path,
@@ -228,24 +209,21 @@ def main() -> None:
     script.write_text(WRK_SCRIPT)
 
     results: dict[tuple[str, str, int], dict] = {}
-    service = Server(None, env)
-    ready_s = service.wait_ready("/v2/health/ready")
+    service = start_server(None, env)
     for scenario in wanted:
         check_correct(service.url, scenario)
-    stop_sampling = threading.Event()
-    sampler = threading.Thread(target=service.sample_memory, args=(stop_sampling,), daemon=True)
+    sampler = MemorySampler(service)
     sampler.start()
     for scenario in wanted:
         for c in conns:
             result = run_wrk(service.url, scenario, c, args.duration, script, work)
             results[("service", scenario.name, c)] = result
-    stop_sampling.set()
-    sampler.join()
-    rss, pss = service.peak_rss_mib(), service.peak_pss
+    pss = sampler.stop()
+    rss = sum_proc_field(server_pids(service), "status", "VmHWM:")  # each process's own peak
+    ready_s = service.ready_seconds
     service.stop()
 
-    bare = Server("bench.bare_app:app", env)
-    bare.wait_ready("/predict", method="POST")
+    bare = start_server("bench.bare_app:app", env)
     for scenario in wanted:
         for c in conns:
             results[("bare", scenario.name, c)] = run_wrk(bare.url, scenario, c, args.duration, script, work)

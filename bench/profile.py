@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench import WRK_SCRIPT, Server, scenarios  # noqa: E402
+from bench.bench import WRK_SCRIPT, scenarios, start_server  # noqa: E402
 
 
 def inclusive_shares(raw: Path) -> tuple[int, Counter]:
@@ -50,11 +50,10 @@ def main() -> None:
     args = parser.parse_args()
 
     scenario = next(s for s in scenarios() if s.name == args.scenario)
-    server = Server("bench.bare_app:app" if args.bare else None, {"WORKERS": "1"})
+    server = start_server("bench.bare_app:app" if args.bare else None, {}, workers=1)
     work = Path(tempfile.mkdtemp(prefix="profile-"))
     try:
-        server.wait_ready("/predict" if args.bare else "/v2/health/ready", "POST" if args.bare else "GET")
-        worker = server.pids()[1]
+        worker = server.worker_pids()[0]
         (work / "post.lua").write_text(WRK_SCRIPT)
         (work / "body").write_bytes(scenario.body)
         env = {"BENCH_BODY": str(work / "body"), "BENCH_CTYPE": scenario.content_type,

@@ -6,7 +6,6 @@ exactly as the README does, only with a free port and the settings a test asks f
 
 from __future__ import annotations
 
-import gzip
 import os
 import signal
 import socket
@@ -30,14 +29,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Minimal IDX reader for tests (the product's own reader lives in training.data)."""
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 def bar_png() -> bytes:
     """A 28×28 PNG of a white vertical bar on black: a clean "1" for requests that must succeed."""
     import io
@@ -51,16 +42,29 @@ def bar_png() -> bytes:
     return buf.getvalue()
 
 
+def idx_test_split(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The 10,000 real test images (uint8 [N,28,28]) and labels of an IDX folder, read with the
+    product's own reader (``training.data``, which imports no TensorFlow)."""
+    from training.data import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+
+    return (read_idx(folder / "t10k-images-idx3-ubyte.gz", IMAGES_MAGIC),
+            read_idx(folder / "t10k-labels-idx1-ubyte.gz", LABELS_MAGIC))
+
+
 def mnist_test_set(folder: Path = MNIST_DIR) -> tuple[np.ndarray, np.ndarray]:
-    """The 10,000 real test images (uint8 [N,28,28]) and labels."""
-    return (read_idx(folder / "t10k-images-idx3-ubyte.gz"), read_idx(folder / "t10k-labels-idx1-ubyte.gz"))
+    """The 10,000 real MNIST test images and labels."""
+    return idx_test_split(folder)
 
 
 class GunicornServer:
-    """A real gunicorn serving a model repository on a free loopback port."""
+    """A real gunicorn serving a model repository on a free loopback port.
+
+    ``app`` serves another WSGI app under the same settings (bench/ runs its bare yardstick this way);
+    ``ready_seconds`` is how long after the process started the first readiness check answered 200.
+    """
 
     def __init__(self, repository: Path = MODELS, env: dict[str, str] | None = None, workers: int = 2,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, app: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.repository = repository
@@ -74,27 +78,33 @@ class GunicornServer:
             **(env or {}),
         }
         self.workers = workers
+        self.app = app
         self.proc: subprocess.Popen | None = None
         self.initial_workers: list[int] = []
+        self.ready_seconds: float | None = None
 
     def start(self, timeout: float = 60.0) -> GunicornServer:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "service" / "gunicorn.conf.py")],
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "service" / "gunicorn.conf.py"),
+             *([self.app] if self.app else [])],
             cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout
+        deadline = started + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 ready = requests.get(self.url + "/v2/health/ready", timeout=1).status_code == 200
+                if ready and self.ready_seconds is None:
+                    self.ready_seconds = time.monotonic() - started
                 if ready and len(self.worker_pids()) >= self.workers:
                     self.initial_workers = sorted(self.worker_pids())
                     return self
             except requests.ConnectionError:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.01)
         self.stop()
         raise RuntimeError(f"gunicorn not ready after {timeout}s:\n{self.log()}")
 

@@ -19,7 +19,7 @@ import pytest
 import requests
 from PIL import Image
 
-from .support import FASHION_DIR, ROOT, GunicornServer, read_idx, require_program
+from .support import FASHION_DIR, ROOT, GunicornServer, idx_test_split, require_program
 
 pytestmark = pytest.mark.browser
 
@@ -224,8 +224,7 @@ def test_upload_mnist_digits(ui: UI, server: GunicornServer, mnist_test, tmp_pat
 def test_fashion_model_names_the_class(ui: UI, server: GunicornServer, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
-    images = read_idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz")[:40]
-    labels = read_idx(FASHION_DIR / "t10k-labels-idx1-ubyte.gz")[:40]
+    images, labels = (array[:40] for array in idx_test_split(FASHION_DIR))
     (path, name), = correctly_classified(server, "fashion-mnist", images, labels, FASHION_LABELS, tmp_path,
                                          count=1, prefer={"Trouser", "Ankle boot", "Sneaker", "Bag"})
     page = ui.page

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import io
 from pathlib import Path
 
@@ -17,24 +16,14 @@ from service.codecs.images import decode_image
 from service.errors import BadRequest
 from service.preprocessing import MODES, batch_to_model_input, to_model_input
 
-MNIST_DIR = Path("/work/shared/data/mnist")
+from .support import mnist_test_set
+
 MODEL = Path(__file__).resolve().parent.parent / "models" / "mnist" / "1" / "model.onnx"
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (MNIST's format): big-endian dims after a 4-byte magic, then uint8 data."""
-    with gzip.open(path, "rb") as handle:
-        raw = handle.read()
-    ndim = raw[3]
-    dims = np.frombuffer(raw, ">u4", count=ndim, offset=4).astype(int)
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 @pytest.fixture(scope="module")
 def mnist() -> tuple[np.ndarray, np.ndarray]:
-    return read_idx(MNIST_DIR / "t10k-images-idx3-ubyte.gz"), read_idx(
-        MNIST_DIR / "t10k-labels-idx1-ubyte.gz"
-    )
+    return mnist_test_set()
 
 
 def centre_of_mass(x: np.ndarray) -> tuple[float, float]:
