@@ -60,7 +60,7 @@ def scrape(server: GunicornServer) -> list[tuple[str, dict[str, str], float]]:
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain")
     return [(s.name, s.labels, s.value)
-            for family in text_string_to_metric_families(response.text) for s in family.samples]
+            for family in text_string_to_metric_families(server.metrics()) for s in family.samples]
 
 
 def total(samples, name: str, **labels: str) -> float:
