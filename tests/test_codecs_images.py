@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import platform
 import struct
 import time
 import warnings
@@ -25,6 +26,8 @@ from service.errors import BadRequest, PayloadTooLarge, ServiceError, Unsupporte
 
 MAX = 4096 * 4096
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The small-grayscale-PNG fast path decodes with pyspng where its wheel exists, else with Pillow.
+FAST_DECODERS = ["pyspng", "pillow"]
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -34,6 +37,21 @@ def encode(image: Image.Image, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def fast_png_decoder(name: str):
+    """Run the PNG fast path with pyspng, or with Pillow's decoder as on platforms without pyspng."""
+    installed = images.pyspng
+    if name == "pyspng" and installed is None:
+        if platform.machine() == "x86_64":
+            pytest.fail("pyspng is not installed, though pyproject.toml installs it on x86_64")
+        pytest.skip("pyspng has no wheel for this platform")
+    images.pyspng = installed if name == "pyspng" else None
+    try:
+        yield
+    finally:
+        images.pyspng = installed
 
 
 def digit_like(width: int = 40, height: int = 30) -> np.ndarray:
@@ -103,11 +121,13 @@ SAMPLES = samples()
 # --- accepted formats and modes --------------------------------------------------------------------
 
 
-def test_28x28_grayscale_png_is_exact_and_takes_the_fast_path() -> None:
+@pytest.mark.parametrize("decoder", FAST_DECODERS)
+def test_28x28_grayscale_png_is_exact_and_takes_the_fast_path(decoder: str) -> None:
     pixels = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
     data = encode(Image.fromarray(pixels), "PNG")
-    assert images._decode_simple_png(data, MAX) is not None  # the fast path handled it
-    out = decode_image(data, max_pixels=MAX)
+    with fast_png_decoder(decoder):
+        assert images._decode_simple_png(data, MAX) is not None  # the fast path handled it
+        out = decode_image(data, max_pixels=MAX)
     assert out.dtype == np.uint8 and out.shape == (28, 28)
     np.testing.assert_array_equal(out, pixels)
 
@@ -125,10 +145,12 @@ def test_28x28_grayscale_png_is_exact_and_takes_the_fast_path() -> None:
         )
     )
 )
-def test_fast_png_path_decodes_every_filter_type_like_pillow(case) -> None:
+@pytest.mark.parametrize("decoder", FAST_DECODERS)
+def test_fast_png_path_decodes_every_filter_type_like_pillow(decoder: str, case) -> None:
     pixels, filters = case
     data = handmade_gray_png(pixels, filters)
-    np.testing.assert_array_equal(decode_image(data, max_pixels=MAX), pixels)
+    with fast_png_decoder(decoder):
+        np.testing.assert_array_equal(decode_image(data, max_pixels=MAX), pixels)
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), pixels)
 
 
@@ -315,10 +337,11 @@ def test_truncated_loading_stays_disabled() -> None:
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
-def test_corrupt_crc_on_fast_path_png_is_refused_or_identical() -> None:
+@pytest.mark.parametrize("decoder", FAST_DECODERS)
+def test_corrupt_crc_on_fast_path_png_is_refused_or_identical(decoder: str) -> None:
     data = bytearray(encode(Image.fromarray(digit_like()), "PNG"))
     data[-20] ^= 0xFF  # inside the IDAT payload: the zlib stream breaks
-    with pytest.raises(BadRequest):
+    with fast_png_decoder(decoder), pytest.raises(BadRequest):
         decode_image(bytes(data), max_pixels=MAX)
 
 
@@ -454,8 +477,11 @@ def test_mutated_images_only_raise_service_errors(name: str, flips, cut_at, inse
     mutated = bytes(data[:cut]) + insert + bytes(data[cut:])
     try:
         out = decode_image(mutated, max_pixels=MAX)
+        with fast_png_decoder("pillow"):
+            slow = decode_image(mutated, max_pixels=MAX)
     except ServiceError:
         return
+    np.testing.assert_array_equal(out, slow)  # pyspng and Pillow agree on whatever both accept
     assert out.ndim == 2 and out.dtype == np.uint8
 
 
