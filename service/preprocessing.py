@@ -41,6 +41,8 @@ _MNIST_CENTRE = 14.0
 # Ink weaker than this (after background removal) is noise: JPEG ringing, paper texture, sensor noise.
 _NOISE_LEVEL = 32
 _F255 = np.float32(255)
+# Flat indices of the outermost pixels of a SIDE x SIDE frame, for the fast path's background check.
+_FRAME_BORDER = np.flatnonzero(np.pad(np.zeros((SIDE - 2, SIDE - 2), bool), 1, constant_values=True))
 
 
 def to_model_input(gray: np.ndarray, mode: str = "mnist") -> np.ndarray:
@@ -127,8 +129,8 @@ def _is_light_background(gray: np.ndarray) -> bool:
 
 
 def _has_black_background(gray: np.ndarray) -> bool:
-    """True when most border pixels are (near) black, as in MNIST: such a 28x28 image is used as is."""
-    border = _border(gray)
+    """True when most border pixels of a 28x28 image are (near) black, as in MNIST: it is used as is."""
+    border = gray.ravel().take(_FRAME_BORDER)  # one gather instead of four slices and a concatenate
     return 2 * int(np.count_nonzero(border > _NOISE_LEVEL)) < border.size
 
 
