@@ -47,10 +47,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--workers", type=int, default=1, help="gunicorn workers; one of them is sampled")
     args = parser.parse_args()
 
     scenario = next(s for s in scenarios() if s.name == args.scenario)
-    server = start_server("bench.bare_app:app" if args.bare else None, {}, workers=1)
+    server = start_server("bench.bare_app:app" if args.bare else None, {}, workers=args.workers)
     work = Path(tempfile.mkdtemp(prefix="profile-"))
     try:
         worker = server.worker_pids()[0]
@@ -59,8 +60,8 @@ def main() -> None:
         env = {"BENCH_BODY": str(work / "body"), "BENCH_CTYPE": scenario.content_type,
                "BENCH_HEADER": scenario.header, "PATH": "/usr/bin:/bin"}
         wrk = subprocess.Popen(
-            ["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds + 2}s", "-s", str(work / "post.lua"),
-             server.url + scenario.path], env=env, stdout=subprocess.PIPE, text=True)
+            ["wrk", f"-t{min(2, args.connections)}", f"-c{args.connections}", f"-d{args.seconds + 2}s",
+             "-s", str(work / "post.lua"), server.url + scenario.path], env=env, stdout=subprocess.PIPE, text=True)
         time.sleep(1)
         subprocess.run([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(worker), "-d",
                         str(args.seconds), "-r", "500", "-f", "raw", "-o", str(work / "raw"), "--nonblocking"],
