@@ -1,4 +1,5 @@
-"""instances_to_batch / validate_batch: accepted layouts, every refusal with its status, fuzzing."""
+"""instances_to_batch / instances_from_json / validate_batch: accepted layouts, every refusal with its
+status, fuzzing."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from service.codecs.tensors import instances_to_batch, validate_batch
+from service.codecs import tensors
+from service.codecs.tensors import instances_from_json, instances_to_batch, validate_batch
 from service.errors import BadRequest, PayloadTooLarge, ServiceError
 
 ROW = [0.5] * 784
@@ -181,3 +183,74 @@ def test_one_bad_value_anywhere_is_a_400(bads: list, position: int, nested: bool
 def test_valid_batches_round_trip_exactly(x: np.ndarray, nested: bool) -> None:
     data = x.reshape(len(x), 28, 28).tolist() if nested else x.tolist()
     np.testing.assert_array_equal(instances_to_batch(orjson.loads(orjson.dumps(data)), max_items=6), x)
+
+
+# --- the simdjson fast path for {"instances": [[784 numbers], ...]} -----------------------------------
+
+
+def general_path(body: bytes, max_items: int = 8) -> np.ndarray:
+    return instances_to_batch(orjson.loads(body)["instances"], max_items=max_items)
+
+
+def test_simdjson_is_installed() -> None:
+    assert tensors.simdjson is not None, "pyproject.toml installs pysimdjson; without it JSON is 3x slower"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6).flatmap(lambda n: arrays(np.float32, (n, 784), elements=st.floats(0, 1, width=32))))
+def test_json_fast_path_gives_exactly_the_general_paths_batch(x: np.ndarray) -> None:
+    body = orjson.dumps({"instances": x.tolist()})
+    out = instances_from_json(body, max_items=8)
+    assert out is not None and out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, general_path(body))
+    np.testing.assert_array_equal(out, x)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        orjson.dumps({"instances": [[[0.5] * 28] * 28]}),  # 28x28 layout: the general path handles it
+        orjson.dumps({"instances": [ROW], "top_k": 3}),  # another key
+        orjson.dumps({"instances": [with_value(True)]}),
+        orjson.dumps({"instances": [with_value("0.5")]}),
+        orjson.dumps({"instances": [with_value(None)]}),
+        orjson.dumps({"instances": [with_value([0.5])]}),  # one value nested, same count of numbers
+        orjson.dumps({"instances": [ROW[:-1], [*ROW, 0.5]]}),  # ragged rows, same count of numbers
+        orjson.dumps({"instances": []}),
+        orjson.dumps({"instances": [ROW] * 9}),  # more than max_items: the general path says 413
+        orjson.dumps({"instances": ROW}),
+        orjson.dumps([ROW]),
+        orjson.dumps({"instances": [ROW]})[:-1],  # truncated
+        b'{"instances": [[' + b"NaN," * 783 + b"0]]}",
+        b'{"instances": [[' + b".5," * 783 + b"0]]}",  # not JSON numbers
+        b"\xff\xfe",
+    ],
+    ids=["28x28", "extra-key", "bool", "string", "null", "nested-value", "ragged", "empty", "too-many",
+         "not-nested", "top-level-list", "truncated", "nan", "bare-fraction", "not-utf8"],
+)
+def test_json_fast_path_leaves_every_other_body_to_the_general_path(body: bytes) -> None:
+    assert instances_from_json(body, max_items=8) is None
+
+
+@pytest.mark.parametrize(("value", "fragment"), [(2, "= 2 is outside [0,1]"), (-0.5, "= -0.5 is outside"),
+                                                 (1e39, "not finite")])
+def test_json_fast_path_refuses_values_like_the_general_path(value: float, fragment: str) -> None:
+    body = orjson.dumps({"instances": [ROW, with_value(value, 5)]})
+    with pytest.raises(BadRequest) as fast:
+        instances_from_json(body, max_items=8)
+    with pytest.raises(BadRequest) as general:
+        general_path(body)
+    assert fragment in fast.value.message and fast.value.message == general.value.message
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=64), st.integers(0, 2000))
+def test_json_fast_path_on_mangled_bodies_declines_or_agrees(junk: bytes, cut: int) -> None:
+    body = orjson.dumps({"instances": [ROW, ROW]})
+    mangled = body[:cut] + junk + body[cut:]
+    try:
+        out = instances_from_json(mangled, max_items=8)
+    except BadRequest:
+        return
+    if out is not None:
+        np.testing.assert_array_equal(out, general_path(mangled))

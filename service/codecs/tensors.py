@@ -5,21 +5,30 @@ trained on: 28x28 pixels, row-major, scaled to [0, 1]. The commonest client mist
 pixel values; that is refused with a message saying to divide by 255, rather than silently giving a
 confident wrong answer.
 
-Speed: the happy path is one C-level type scan (so that JSON ``true``/``false`` and strings are never
-coerced into numbers, which ``np.asarray`` would happily do) plus one ``np.asarray``. Only when that
-fails does a slow per-item walk run, to name the first bad item in the error message.
+Speed: a body that is exactly ``{"instances": [[784 numbers], ...]}`` is parsed by simdjson straight
+into a float64 buffer (``instances_from_json``), never building a Python float per value: about 3x
+faster than ``orjson.loads`` plus ``np.asarray``. Every other body takes the general path: orjson, one
+C-level type scan (so that JSON ``true``/``false`` and strings are never coerced into numbers, which
+``np.asarray`` would happily do) plus one ``np.asarray``. Only when that fails does a slow per-item walk
+run, to name the first bad item in the error message.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import threading
 
 import numpy as np
 
 from service.errors import BadRequest, PayloadTooLarge
 
-__all__ = ["FEATURES", "SIDE", "instances_to_batch", "json_kind", "validate_batch"]
+try:
+    import simdjson
+except ImportError:  # an optional accelerator: without it every JSON body takes the general path
+    simdjson = None
+
+__all__ = ["FEATURES", "SIDE", "instances_from_json", "instances_to_batch", "json_kind", "validate_batch"]
 
 SIDE = 28
 FEATURES = SIDE * SIDE
@@ -27,6 +36,44 @@ _NUMBER_TYPES = frozenset((int, float))
 _LAYOUT = f"{FEATURES} numbers ({SIDE}x{SIDE} flattened) or {SIDE} rows of {SIDE}"
 _SCALE_HINT = "pixel values must be scaled to [0,1]: divide 0-255 values by 255"
 _chain = itertools.chain.from_iterable
+# Bodies up to this size take the simdjson path. Its parser keeps a buffer as large as the largest body
+# it has parsed (about 1,000 instances here), so the bound is also that buffer's bound.
+_FAST_JSON_MAX_BYTES = 8 * 1024 * 1024
+_parser = simdjson.Parser(max_capacity=_FAST_JSON_MAX_BYTES) if simdjson is not None else None
+_parser_lock = threading.Lock()  # a Parser is not thread-safe; under gevent this lock is never contended
+
+
+def instances_from_json(data: bytes, *, max_items: int) -> np.ndarray | None:
+    """The float32 [N, 784] batch of a body that is exactly ``{"instances": [[784 numbers], ...]}``.
+
+    None for anything else — another layout, another key, a non-number, invalid JSON, simdjson not
+    installed — so the caller parses the body the general way, which gives the precise error message.
+    Values are checked like every other batch (``validate_batch``: finite, in [0, 1]).
+    """
+    if _parser is None or len(data) > _FAST_JSON_MAX_BYTES:
+        return None
+    with _parser_lock:
+        doc = rows = None
+        try:
+            doc = _parser.parse(data)
+            if not isinstance(doc, simdjson.Object) or len(doc) != 1:
+                return None
+            rows = doc.get("instances")
+            if not isinstance(rows, simdjson.Array) or not 0 < len(rows) <= max_items:
+                return None
+            count = len(rows)
+            # as_buffer flattens nested lists: one '[' per row plus the outer one rules nesting out,
+            # and 784 values in every row rules out ragged rows.
+            if data.count(b"[") != count + 1 or any(len(row) != FEATURES for row in rows):
+                return None
+            values = np.frombuffer(rows.as_buffer(of_type="d"), dtype=np.float64)
+        except (ValueError, TypeError, KeyError, RuntimeError):  # invalid JSON, non-numbers, ...
+            return None
+        finally:
+            del doc, rows  # the parser refuses to parse again while views into its last document live
+    with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused by validate_batch
+        batch = values.astype(np.float32).reshape(count, FEATURES)
+    return validate_batch(batch, max_items=max_items, what="instances")
 
 
 def instances_to_batch(instances: object, *, max_items: int, numbers_only: bool = False) -> np.ndarray:

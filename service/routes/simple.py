@@ -10,10 +10,10 @@ import numpy as np
 from flask import Blueprint, Response, g, request
 
 from ..codecs.images import decode_base64
-from ..codecs.tensors import instances_to_batch
+from ..codecs.tensors import instances_from_json, instances_to_batch
 from ..dataplane import DataPlane, Timings
 from ..errors import BadRequest, UnsupportedMediaType
-from ..http import dataplane, json_body, json_response, read_body
+from ..http import dataplane, json_body, json_bytes, json_response, read_body
 from ..runtime import LoadedModel
 
 bp = Blueprint("simple", __name__)
@@ -77,7 +77,11 @@ def multipart_files(plane: DataPlane) -> list[bytes]:
 
 
 def json_batch(plane: DataPlane, model: LoadedModel, preprocess: str | None) -> np.ndarray:
-    parsed = json_body()
+    data = json_bytes()
+    batch = instances_from_json(data, max_items=plane.settings.max_batch_items)
+    if batch is not None:
+        return batch
+    parsed = json_body(data)
     body = parsed.value
     if not isinstance(body, dict) or ("images" in body) == ("instances" in body):
         raise BadRequest('send {"images": [base64, ...]} or {"instances": [[784 numbers], ...]}')

@@ -11,10 +11,10 @@ import numpy as np
 from flask import Blueprint, Response, g
 
 from ..codecs.images import decode_base64
-from ..codecs.tensors import instances_to_batch
+from ..codecs.tensors import instances_from_json, instances_to_batch
 from ..dataplane import DataPlane, Timings
 from ..errors import BadRequest
-from ..http import dataplane, json_body, json_response
+from ..http import dataplane, json_body, json_bytes, json_response
 from ..runtime import INPUT_NAME, INPUT_SIZE, NUM_CLASSES, OUTPUT_NAME, LoadedModel
 
 bp = Blueprint("tfserving", __name__, url_prefix="/v1/models")
@@ -26,7 +26,20 @@ def predict(name: str, version: str | None = None) -> Response:
     plane = dataplane()
     model = plane.model(name, version)
     g.timings = timings = Timings()  # read by the metrics and request log hook
-    parsed = json_body()
+    batch, row_format = request_batch(plane, model)
+    probabilities = plane.infer(model, batch, timings)
+    # TF Serving bodies carry no version; say which one answered in headers (hot reload, rollback).
+    return json_response({"predictions" if row_format else "outputs": probabilities},
+                         headers={"X-Model-Name": model.name, "X-Model-Version": str(model.version)})
+
+
+def request_batch(plane: DataPlane, model: LoadedModel) -> tuple[np.ndarray, bool]:
+    """The batch the body describes, and whether it used the row format (``instances``)."""
+    data = json_bytes()
+    batch = instances_from_json(data, max_items=plane.settings.max_batch_items)
+    if batch is not None:
+        return batch, True
+    parsed = json_body(data)
     body = parsed.value
     if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
         raise BadRequest('send {"instances": [...]} (row format) or {"inputs": ...} (columnar format)')
@@ -36,11 +49,7 @@ def predict(name: str, version: str | None = None) -> Response:
         if set(items) != {INPUT_NAME}:
             raise BadRequest(f"this model has one input named '{INPUT_NAME}'")
         items = items[INPUT_NAME]
-    batch = rows_to_batch(plane, model, items, numbers_only=parsed.numbers_only)
-    probabilities = plane.infer(model, batch, timings)
-    # TF Serving bodies carry no version; say which one answered in headers (hot reload, rollback).
-    return json_response({"predictions" if row_format else "outputs": probabilities},
-                         headers={"X-Model-Name": model.name, "X-Model-Version": str(model.version)})
+    return rows_to_batch(plane, model, items, numbers_only=parsed.numbers_only), row_format
 
 
 def rows_to_batch(plane: DataPlane, model: LoadedModel, items: object, *,
