@@ -232,3 +232,18 @@ def test_28x28_dark_images_round_trip_exactly(gray: np.ndarray) -> None:
     gray = gray.copy()
     gray[0, :] = gray[-1, :] = gray[:, 0] = gray[:, -1] = 0  # dark border: already MNIST-like
     np.testing.assert_array_equal(to_model_input(gray), gray.reshape(-1) / np.float32(255))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(images_strategy, arrays(np.uint8, (28, 28))), st.sampled_from(["mnist", "fashion", "none"]))
+def test_one_image_alone_gives_the_same_row_as_in_a_batch(gray: np.ndarray, mode: str) -> None:
+    """A single image takes a shortcut when it needs no normalisation; the answer must not change."""
+    try:
+        batch = batch_to_model_input([gray, gray], mode)
+    except BadRequest:
+        with pytest.raises(BadRequest):
+            batch_to_model_input([gray], mode)
+        return
+    alone = batch_to_model_input([gray], mode)
+    assert alone.shape == (1, 784) and alone.dtype == np.float32 and alone.flags.c_contiguous
+    np.testing.assert_array_equal(alone[0], batch[0])

@@ -12,18 +12,17 @@ import functools
 from pathlib import Path
 
 import orjson
-import yaml
 from flask import Blueprint, Response, abort, send_from_directory
-from swagger_ui_bundle import swagger_ui_path
 
 from .. import metrics
 from ..http import JSON
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
-SWAGGER_UI = Path(swagger_ui_path)
 
 
 def load_spec(path: Path = SPEC_PATH) -> dict:
+    import yaml  # on first use: importing PyYAML is ~30 ms of every start, for a page few ask for
+
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with open(path, "rb") as handle:
         return yaml.load(handle, Loader=loader)  # noqa: S506 - a safe loader
@@ -101,6 +100,8 @@ def docs_asset(filename: str) -> Response:
     mimetype = ASSET_TYPES.get(Path(filename).suffix)
     if mimetype is None:  # source maps, the template, the bundle's own demo page: not served
         abort(404)
-    response = send_from_directory(SWAGGER_UI, filename, mimetype=mimetype, max_age=86400)
+    from swagger_ui_bundle import swagger_ui_path  # on first use, like the spec
+
+    response = send_from_directory(swagger_ui_path, filename, mimetype=mimetype, max_age=86400)
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
