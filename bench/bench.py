@@ -5,8 +5,9 @@
     .venv/bin/python bench/bench.py --env THREADS=4  # try other settings (both servers get them)
 
 For each scenario and connection count it prints req/s, images/s, p50/p99 latency and the ratio to the
-bare endpoint measured in the same run, then the service's time to ready and the server's peak RSS
-(master + workers). This prints figures; it asserts nothing.
+bare endpoint, measured right after the service (both servers run side by side; only one is loaded at a
+time), then the service's time to ready (median of several starts) and the server's peak memory (master
++ workers). This prints figures; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -162,6 +164,13 @@ class MemorySampler(threading.Thread):
         return self.peak_pss
 
 
+def time_to_ready(env: dict[str, str]) -> float:
+    """Seconds from starting gunicorn until the service answers ready (all models loaded)."""
+    server = start_server(None, env)
+    server.stop()
+    return server.ready_seconds
+
+
 def run_wrk(url: str, scenario: Scenario, connections: int, duration: float, script: Path,
             body_dir: Path) -> dict:
     body = body_dir / f"{scenario.name}.body"
@@ -197,6 +206,7 @@ def main() -> None:
     parser.add_argument("--connections", default="1,8,64")
     parser.add_argument("--scenarios", default="", help="comma list; default all")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for both servers")
+    parser.add_argument("--ready-starts", type=int, default=5, help="starts of the service to time")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk (make test installs it as root)")
@@ -208,25 +218,22 @@ def main() -> None:
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT)
 
+    ready = [time_to_ready(env) for _ in range(args.ready_starts)]
     results: dict[tuple[str, str, int], dict] = {}
     service = start_server(None, env)
     for scenario in wanted:
         check_correct(service.url, scenario)
+    bare = start_server("bench.bare_app:app", env)  # idle while the service is measured, and vice versa
     sampler = MemorySampler(service)
     sampler.start()
     for scenario in wanted:
         for c in conns:
-            result = run_wrk(service.url, scenario, c, args.duration, script, work)
-            results[("service", scenario.name, c)] = result
+            # Back to back, so that both see the same machine: this VM drifts by tens of percent a minute.
+            results[("service", scenario.name, c)] = run_wrk(service.url, scenario, c, args.duration, script, work)
+            results[("bare", scenario.name, c)] = run_wrk(bare.url, scenario, c, args.duration, script, work)
     pss = sampler.stop()
     rss = sum_proc_field(server_pids(service), "status", "VmHWM:")  # each process's own peak
-    ready_s = service.ready_seconds
     service.stop()
-
-    bare = start_server("bench.bare_app:app", env)
-    for scenario in wanted:
-        for c in conns:
-            results[("bare", scenario.name, c)] = run_wrk(bare.url, scenario, c, args.duration, script, work)
     bare.stop()
     shutil.rmtree(work)
 
@@ -243,7 +250,8 @@ def main() -> None:
             print(f"| {scenario.name} | {c} | {s['rps']:,.0f} | {s['rps'] * scenario.items:,.0f} | "
                   f"{s['p50_us'] / 1000:.2f} | {s['p99_us'] / 1000:.2f} | {b['rps']:,.0f} | "
                   f"{b['p99_us'] / 1000:.2f} | {s['rps'] / b['rps']:.2f} | {errors} |")
-    print(f"\nservice ready {ready_s:.2f} s after the process started")
+    print(f"\nservice ready {statistics.median(ready):.2f} s after the process started (median of "
+          f"{len(ready)} starts: {', '.join(f'{r:.2f}' for r in sorted(ready))})")
     print(f"server memory (master + workers): peak {pss:.0f} MiB as the sum of PSS sampled every 0.25 s "
           f"(shared pages counted once); {rss:.0f} MiB as the sum of each process's own peak RSS (VmHWM, "
           "shared pages counted in every process)")

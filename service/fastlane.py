@@ -84,8 +84,9 @@ class FastLane:
 
                 start_models(self.app)
             args: dict[str, str] = {}
-            for key, value in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True):
-                args.setdefault(key, value)  # the first value wins, as with Flask's request.args
+            if query := environ.get("QUERY_STRING"):
+                for key, value in parse_qsl(query, keep_blank_values=True):
+                    args.setdefault(key, value)  # the first value wins, as with Flask's request.args
             body = environ["wsgi.input"].read(length) if length else b""
             plane = self.plane
             payload = orjson.dumps(plane.predict(

@@ -14,6 +14,7 @@ characters, and is otherwise a fresh uuid4 hex; the response carries it back in 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import logging.config
 import os
@@ -32,11 +33,27 @@ request_log = logging.getLogger("service.request")
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
+# Per process: its pid and a random prefix for request ids, renewed in each forked worker. Request ids
+# are the prefix plus a counter: 32 hex digits like a uuid4, unique across processes and restarts by the
+# 64 random bits, with no system call per request (os.getpid and os.urandom are each one).
+_pid = os.getpid()
+_id_prefix = os.urandom(8).hex()
+_id_counter = itertools.count()
+
+
+def _new_process() -> None:
+    global _pid, _id_prefix, _id_counter
+    _pid, _id_prefix, _id_counter = os.getpid(), os.urandom(8).hex(), itertools.count()
+
+
+os.register_at_fork(after_in_child=_new_process)
+
+
 def request_id(sent: str | None) -> str:
     """The client's id if it is safe to log and echo (printable ASCII, 1-128 chars), else a new one."""
     if sent and len(sent) <= MAX_REQUEST_ID and sent.isascii() and sent.isprintable():
         return sent
-    return os.urandom(16).hex()  # as unique as uuid4().hex, without building a UUID object per request
+    return f"{_id_prefix}{next(_id_counter):016x}"
 
 
 def log_request(method: str, path: str, status: int, fields: dict) -> None:
@@ -54,7 +71,7 @@ def log_request(method: str, path: str, status: int, fields: dict) -> None:
         "level": "INFO",
         "logger": request_log.name,
         "message": f"{method} {path} {status}",
-        "pid": os.getpid(),
+        "pid": _pid,
         **fields,
     }
     os.write(2, orjson.dumps(entry, default=str) + b"\n")

@@ -150,10 +150,11 @@ class Tally:
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self._queue: deque[list[tuple[object, float]]] = deque()  # (prometheus-client value, amount)
-        self._flusher_pid = 0
+        self._flushing = False  # this process runs its flusher (a forked worker starts its own)
+        os.register_at_fork(after_in_child=self._forked)
 
     def add(self, updates: list[tuple[object, float]]) -> None:
-        if self._flusher_pid != os.getpid():
+        if not self._flushing:
             self._start_flusher()
         self._queue.append(updates)
 
@@ -166,12 +167,16 @@ class Tally:
         for value, amount in totals.items():
             value.inc(amount)
 
+    def _forked(self) -> None:
+        self._flushing = False
+        self._queue.clear()  # the parent's unwritten updates are the parent's to write
+
     def _start_flusher(self) -> None:
         """One flusher per process, started by its first request: after the fork, never in the master."""
         with _children_lock:
-            if self._flusher_pid == os.getpid():
+            if self._flushing:
                 return
-            self._flusher_pid = os.getpid()
+            self._flushing = True
         threading.Thread(target=self._flush_forever, name="metrics-flush", daemon=True).start()
         atexit.register(self.flush)
 

@@ -6,6 +6,7 @@ Each test reads the real server's log file (stderr of a real gunicorn) and parse
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -125,6 +126,25 @@ def test_request_id_is_generated_when_absent_or_unusable(info_server):
     longest = "y" * 128
     assert requests.get(info_server.url + "/v2/health/live",
                         headers={"X-Request-ID": longest}).headers["X-Request-ID"] == longest
+    generated = [requests.get(info_server.url + "/v2/health/live").headers["X-Request-ID"] for _ in range(40)]
+    assert len(set(generated)) == 40 and all(HEX_ID.match(rid) for rid in generated)
+
+
+def test_generated_request_ids_differ_between_forked_workers():
+    """Ids are a per-process random prefix plus a counter; a forked worker must not reuse its parent's."""
+    from service import logs
+
+    parent = logs.request_id(None)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: answer with its first id, then leave without running pytest's teardown
+        os.write(write, logs.request_id(None).encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.waitpid(pid, 0)
+    assert HEX_ID.match(child) and child[:16] != parent[:16]
+    assert logs.request_id(None) != parent
 
 
 def test_bodies_are_never_logged_and_other_records_are_json(info_server):
