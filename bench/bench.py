@@ -1,12 +1,12 @@
 """Benchmark the service against a bare Flask endpoint under the same gunicorn settings, with wrk.
 
-    .venv/bin/python bench/bench.py                  # the full table (about 4 minutes)
-    .venv/bin/python bench/bench.py --duration 3 --connections 1,64 --scenarios png28,v2bin1024
+    .venv/bin/python bench/bench.py                  # the full table (about 5 minutes)
+    .venv/bin/python bench/bench.py --repeat 1 --connections 1,64 --scenarios png28,v2bin1024
     .venv/bin/python bench/bench.py --env THREADS=4  # try other settings (both servers get them)
 
 For each scenario and connection count it prints req/s, images/s, p50/p99 latency and the ratio to the
-bare endpoint, measured right after the service (both servers run side by side; only one is loaded at a
-time), then the service's time to ready (median of several starts) and the server's peak memory (master
+bare endpoint: both servers run side by side, wrk loads one at a time, alternating (--repeat times each,
+medians shown), then the service's time to ready (median of several starts) and the server's peak memory (master
 + workers). This prints figures; it asserts nothing.
 """
 
@@ -189,6 +189,17 @@ def run_wrk(url: str, scenario: Scenario, connections: int, duration: float, scr
     return result
 
 
+def median_run(runs: list[dict]) -> dict:
+    """Each figure's median over repeated runs (errors: the total)."""
+    return {
+        "rps": statistics.median(r["rps"] for r in runs),
+        "p50_us": statistics.median(r["p50_us"] for r in runs),
+        "p99_us": statistics.median(r["p99_us"] for r in runs),
+        "errors": sum(r["errors"] for r in runs),
+        "non2xx": sum(r["non2xx"] for r in runs),
+    }
+
+
 def check_correct(url: str, scenario: Scenario) -> None:
     """Benchmark answers, not errors: each body must get a 200 from the service first."""
     headers = {"Content-Type": scenario.content_type}
@@ -202,7 +213,9 @@ def check_correct(url: str, scenario: Scenario) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="wrk runs per server and cell, alternating service and bare; medians are shown")
     parser.add_argument("--connections", default="1,8,64")
     parser.add_argument("--scenarios", default="", help="comma list; default all")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for both servers")
@@ -228,9 +241,13 @@ def main() -> None:
     sampler.start()
     for scenario in wanted:
         for c in conns:
-            # Back to back, so that both see the same machine: this VM drifts by tens of percent a minute.
-            results[("service", scenario.name, c)] = run_wrk(service.url, scenario, c, args.duration, script, work)
-            results[("bare", scenario.name, c)] = run_wrk(bare.url, scenario, c, args.duration, script, work)
+            # Alternating, so that both see the same machine: this VM drifts by tens of percent a minute.
+            runs: dict[str, list[dict]] = {"service": [], "bare": []}
+            for _ in range(args.repeat):
+                for name, server in (("service", service), ("bare", bare)):
+                    runs[name].append(run_wrk(server.url, scenario, c, args.duration, script, work))
+            for name, measured in runs.items():
+                results[(name, scenario.name, c)] = median_run(measured)
     pss = sampler.stop()
     rss = sum_proc_field(server_pids(service), "status", "VmHWM:")  # each process's own peak
     service.stop()
