@@ -4,10 +4,11 @@
     .venv/bin/python bench/bench.py --repeat 1 --connections 1,64 --scenarios png28,v2bin1024
     .venv/bin/python bench/bench.py --env THREADS=4  # try other settings (both servers get them)
 
-For each scenario and connection count it prints req/s, images/s, p50/p99 latency and the ratio to the
-bare endpoint: both servers run side by side, wrk loads one at a time, alternating (--repeat times each,
-medians shown), then the service's time to ready (median of several starts) and the server's peak memory (master
-+ workers). This prints figures; it asserts nothing.
+For each scenario and connection count it prints req/s, images/s, p50/p99 latency, the ratio to the
+bare endpoint and each server's CPU time per request (master + workers, user + system). Both servers run
+side by side and wrk loads one at a time, alternating, --repeat times each; medians are shown. Then the
+service's time to ready (median of several starts) and the server's peak memory (master + workers).
+This prints figures; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -171,13 +172,25 @@ def time_to_ready(env: dict[str, str]) -> float:
     return server.ready_seconds
 
 
-def run_wrk(url: str, scenario: Scenario, connections: int, duration: float, script: Path,
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(server: GunicornServer, scenario: Scenario, connections: int, duration: float, script: Path,
             body_dir: Path) -> dict:
+    """One wrk run; also the server's CPU time per request, steadier on a drifting VM than req/s."""
+    url, pids = server.url, server_pids(server)
     body = body_dir / f"{scenario.name}.body"
     body.write_bytes(scenario.body)
     env = {**os.environ, "BENCH_BODY": str(body), "BENCH_CTYPE": scenario.content_type,
            "BENCH_HEADER": scenario.header}
     threads = min(connections, 2)
+    cpu_before = cpu_seconds(pids)
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
          "-s", str(script), url + scenario.path],
@@ -186,6 +199,7 @@ def run_wrk(url: str, scenario: Scenario, connections: int, duration: float, scr
     line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
     result = json.loads(line.removeprefix("RESULT "))
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["cpu_us"] = (cpu_seconds(pids) - cpu_before) / max(1, result["requests"]) * 1e6
     return result
 
 
@@ -195,6 +209,7 @@ def median_run(runs: list[dict]) -> dict:
         "rps": statistics.median(r["rps"] for r in runs),
         "p50_us": statistics.median(r["p50_us"] for r in runs),
         "p99_us": statistics.median(r["p99_us"] for r in runs),
+        "cpu_us": statistics.median(r["cpu_us"] for r in runs),
         "errors": sum(r["errors"] for r in runs),
         "non2xx": sum(r["non2xx"] for r in runs),
     }
@@ -245,7 +260,7 @@ def main() -> None:
             runs: dict[str, list[dict]] = {"service": [], "bare": []}
             for _ in range(args.repeat):
                 for name, server in (("service", service), ("bare", bare)):
-                    runs[name].append(run_wrk(server.url, scenario, c, args.duration, script, work))
+                    runs[name].append(run_wrk(server, scenario, c, args.duration, script, work))
             for name, measured in runs.items():
                 results[(name, scenario.name, c)] = median_run(measured)
     pss = sampler.stop()
@@ -258,15 +273,16 @@ def main() -> None:
           f"{platform.python_implementation()} {platform.python_version()}; settings: {env or 'defaults'}")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\n")
     print("| scenario | conns | service req/s | images/s | p50 ms | p99 ms | bare req/s | bare p99 ms "
-          "| ratio | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| ratio | CPU µs/req service / bare | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for scenario in wanted:
         for c in conns:
             s, b = results[("service", scenario.name, c)], results[("bare", scenario.name, c)]
             errors = s["errors"] + s["non2xx"]
             print(f"| {scenario.name} | {c} | {s['rps']:,.0f} | {s['rps'] * scenario.items:,.0f} | "
                   f"{s['p50_us'] / 1000:.2f} | {s['p99_us'] / 1000:.2f} | {b['rps']:,.0f} | "
-                  f"{b['p99_us'] / 1000:.2f} | {s['rps'] / b['rps']:.2f} | {errors} |")
+                  f"{b['p99_us'] / 1000:.2f} | {s['rps'] / b['rps']:.2f} | {s['cpu_us']:,.0f} / {b['cpu_us']:,.0f} | "
+                  f"{errors} |")
     print(f"\nservice ready {statistics.median(ready):.2f} s after the process started (median of "
           f"{len(ready)} starts: {', '.join(f'{r:.2f}' for r in sorted(ready))})")
     print(f"server memory (master + workers): peak {pss:.0f} MiB as the sum of PSS sampled every 0.25 s "

@@ -71,7 +71,8 @@ def main() -> None:
         server.stop()
     total, shares = inclusive_shares(work / "raw")
     rps = next((ln.split()[-1] for ln in out.splitlines() if ln.startswith("Requests/sec")), "?")
-    print(f"{'bare' if args.bare else 'service'} {scenario.name}, {args.connections} connections, 1 worker: "
+    print(f"{'bare' if args.bare else 'service'} {scenario.name}, {args.connections} connections, "
+          f"{args.workers} worker(s), one sampled: "
           f"{rps} req/s; {total} samples")
     for label, count in shares.most_common(args.top):
         print(f"{100 * count / total:5.1f}%  {label}")
