@@ -41,6 +41,7 @@ RUN python deploy/requirements.py serve --ort-package "$ORT_PACKAGE" --ort-extra
  && /usr/local/bin/python -m pip --python /opt/venv/bin/python install --no-cache-dir --progress-bar off -c constraints.txt -r requirements-serve.txt \
  && python -c "import onnxruntime as ort; print('onnxruntime', ort.__version__, ort.get_available_providers())" \
  && find /opt/venv/lib -type d -name tests -path '*/site-packages/*' -prune -exec rm -rf {} + \
+ && find /opt/venv/lib -path '*/site-packages/*' \( -name '*.h' -o -name '*.pyx' -o -name '*.pxd' \) -delete \
  && find /opt/venv/lib -type d -path '*/site-packages/nvidia/*' -name lib | sort > /opt/venv/nvidia-libs.conf \
  && cat /opt/venv/nvidia-libs.conf
 

@@ -151,6 +151,7 @@ class Tally:
         self.interval = interval
         self._queue: deque[list[tuple[object, float]]] = deque()  # (prometheus-client value, amount)
         self._flushing = False  # this process runs its flusher (a forked worker starts its own)
+        self._start_lock = threading.Lock()
         os.register_at_fork(after_in_child=self._forked)
 
     def add(self, updates: list[tuple[object, float]]) -> None:
@@ -173,7 +174,7 @@ class Tally:
 
     def _start_flusher(self) -> None:
         """One flusher per process, started by its first request: after the fork, never in the master."""
-        with _children_lock:
+        with self._start_lock:
             if self._flushing:
                 return
             self._flushing = True
