@@ -121,20 +121,6 @@ def refusal_category(reason: str) -> str:
 
 # -- recording (hot path) ---------------------------------------------------------------------------
 
-# ``Metric.labels()`` validates and stringifies its arguments on every call; these caches keep the
-# per-request cost to one dict lookup per metric. Keys are bounded by the label rules above.
-_children: dict[tuple, object] = {}
-_children_lock = threading.Lock()
-
-
-def _child(metric, *labels: str):
-    key = (id(metric), *labels)
-    child = _children.get(key)
-    if child is None:
-        with _children_lock:
-            child = _children.setdefault(key, metric.labels(*labels))
-    return child
-
 
 class Tally:
     """The request path's metric updates, queued in memory and written to prometheus-client in bulk.
@@ -207,8 +193,9 @@ class _HistogramSeries:
 
 
 # (route, method, status, model, version) -> (requests counter value, request duration series), and
-# (model, version) -> (images counter value, batch size, decode, queue and inference series): looked up
-# once per request instead of once per metric.
+# (model, version) -> (images counter value, batch size, decode, queue and inference series): one dict
+# lookup per request instead of a ``Metric.labels()`` call (which validates and stringifies its
+# arguments) per metric. Keys are bounded by the label rules above.
 _request_series: dict[tuple[str, str, int, str, str], tuple[object, _HistogramSeries]] = {}
 _inference_series: dict[tuple[str, str], tuple[object, _HistogramSeries, ...]] = {}
 
@@ -217,8 +204,8 @@ def _request_values(route: str, method: str, status: int, model: str, version: s
     key = (route, method, status, model, version)
     series = _request_series.get(key)
     if series is None:
-        series = (_child(REQUESTS, route, method, str(status), model, version)._value,  # noqa: SLF001
-                  _HistogramSeries(_child(REQUEST_SECONDS, route, method)))
+        series = (REQUESTS.labels(route, method, str(status), model, version)._value,  # noqa: SLF001
+                  _HistogramSeries(REQUEST_SECONDS.labels(route, method)))
         series = _request_series.setdefault(key, series)
     return series
 
@@ -226,8 +213,8 @@ def _request_values(route: str, method: str, status: int, model: str, version: s
 def _inference_values(model: str, version: str):
     series = _inference_series.get((model, version))
     if series is None:
-        series = (_child(IMAGES, model, version)._value,  # noqa: SLF001
-                  *(_HistogramSeries(_child(metric, *labels)) for metric, labels in (
+        series = (IMAGES.labels(model, version)._value,  # noqa: SLF001
+                  *(_HistogramSeries(metric.labels(*labels)) for metric, labels in (
                       (BATCH_SIZE, (model,)), (PHASE_SECONDS, ("decode", model)),
                       (PHASE_SECONDS, ("queue", model)), (PHASE_SECONDS, ("inference", model)))))
         series = _inference_series.setdefault((model, version), series)
