@@ -50,8 +50,8 @@ def instances_from_json(data: bytes, *, max_items: int) -> np.ndarray | None:
     installed — so the caller parses the body the general way, which gives the precise error message.
     Values are checked like every other batch (``validate_batch``: finite, in [0, 1]).
     """
-    if _parser is None or len(data) > _FAST_JSON_MAX_BYTES:
-        return None
+    if _parser is None or len(data) > _FAST_JSON_MAX_BYTES or b'"instances"' not in data[:256]:
+        return None  # (an {"images": [...]} body is not parsed twice: its key comes first)
     with _parser_lock:
         doc = rows = None
         try:
