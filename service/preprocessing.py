@@ -84,11 +84,14 @@ def _already_mnist_like(gray: np.ndarray, mode: str) -> np.ndarray | None:
 
     The same result as ``_fill_frame``'s fast path, without the zeroed batch and per-image checks.
     """
-    if not isinstance(gray, np.ndarray) or gray.shape != (SIDE, SIDE) or gray.dtype != np.uint8:
-        return None
-    if mode != "none" and not _has_black_background(gray):
+    if not isinstance(gray, np.ndarray) or gray.dtype != np.uint8 or not _needs_no_normalisation(gray, mode):
         return None
     return np.divide(gray.reshape(1, _FEATURES), _F255, dtype=np.float32)
+
+
+def _needs_no_normalisation(gray: np.ndarray, mode: str) -> bool:
+    """A 28x28 image that is used as is (x/255): any with ``none``, an MNIST-like one otherwise."""
+    return gray.shape == (SIDE, SIDE) and (mode == "none" or _has_black_background(gray))
 
 
 def _as_gray(gray: np.ndarray) -> np.ndarray:
@@ -103,17 +106,14 @@ def _as_gray(gray: np.ndarray) -> np.ndarray:
 
 def _fill_frame(gray: np.ndarray, mode: str, frame: np.ndarray) -> None:
     """Write the model input for one image into ``frame`` (a zeroed float32 28x28 view)."""
+    if _needs_no_normalisation(gray, mode):
+        np.divide(gray, _F255, out=frame)  # keep the pixels exactly
+        return
     if mode == "none":
-        if gray.shape != (SIDE, SIDE):
-            raise BadRequest(
-                f"preprocess=none needs a {SIDE}x{SIDE} image, got {gray.shape[1]}x{gray.shape[0]}; "
-                "resize it, or use preprocess=mnist to have it normalised"
-            )
-        np.divide(gray, _F255, out=frame)
-        return
-    if gray.shape == (SIDE, SIDE) and _has_black_background(gray):
-        np.divide(gray, _F255, out=frame)  # already MNIST-like: keep the pixels exactly
-        return
+        raise BadRequest(
+            f"preprocess=none needs a {SIDE}x{SIDE} image, got {gray.shape[1]}x{gray.shape[0]}; "
+            "resize it, or use preprocess=mnist to have it normalised"
+        )
     ink = _ink(gray)
     box = _ink_box(ink)
     if box is None:

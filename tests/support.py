@@ -111,8 +111,8 @@ class GunicornServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def metrics(self, timeout: float = 10.0) -> str:
-        """The /metrics text once every worker has written its request tallies.
+    def metrics(self, timeout: float = 10.0) -> requests.Response:
+        """The /metrics response once every worker has written its request tallies.
 
         Workers add request metrics up in memory and write them every 0.1 s (service/metrics.py), so
         this waits for two scrapes 0.25 s apart that agree.
@@ -123,7 +123,7 @@ class GunicornServer:
             response = requests.get(self.url + "/metrics", timeout=10)
             response.raise_for_status()
             if response.text == last or time.monotonic() > deadline:
-                return response.text
+                return response
             last = response.text
             time.sleep(0.25)
 

@@ -81,7 +81,7 @@ def test_batched_server_answers_like_onnxruntime(tmp_path, mnist_test):
         with ThreadPoolExecutor(16) as pool:
             probabilities = np.array(list(pool.map(one, range(64))))
         np.testing.assert_allclose(probabilities, direct, atol=1e-6)
-        text = server.metrics()
+        text = server.metrics().text
     assert metric(text, "mnist_batch_size_sum", model="mnist") == 64
     assert metric(text, "mnist_batch_size_count", model="mnist") < 64, "every request ran alone"
     assert metric(text, "mnist_request_phase_seconds_count", phase="queue", model="mnist") == 64

@@ -56,11 +56,10 @@ def metrics_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicor
 
 
 def scrape(server: GunicornServer) -> list[tuple[str, dict[str, str], float]]:
-    response = requests.get(server.url + "/metrics", timeout=10)
-    assert response.status_code == 200
+    response = server.metrics()
     assert response.headers["Content-Type"].startswith("text/plain")
     return [(s.name, s.labels, s.value)
-            for family in text_string_to_metric_families(server.metrics()) for s in family.samples]
+            for family in text_string_to_metric_families(response.text) for s in family.samples]
 
 
 def total(samples, name: str, **labels: str) -> float:
