@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .batching import Batcher
-from .codecs.images import decode_image
 from .config import Settings
+from .contract import FEATURES, IMAGE_INPUT_NAME, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
 from .errors import BadRequest, PayloadTooLarge, ServiceError
-from .preprocessing import batch_to_model_input
+from .pictures.decode import decode_image
+from .pictures.normalise import batch_to_model_input
 from .registry import ModelRegistry
 from .repository import parse_version
-from .runtime import INPUT_NAME, INPUT_SIZE, NUM_CLASSES, OUTPUT_NAME, LoadedModel
+from .runtime import LoadedModel
 
 PREPROCESS_MODES = ("auto", "mnist", "fashion", "none")
 SERVER_NAME = "mnist-serving"
@@ -183,8 +184,8 @@ class DataPlane:
             "versions": [str(v) for v in sorted(served.versions)] if served else [str(model.version)],
             "platform": "onnxruntime_onnx",
             "inputs": [
-                {"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, INPUT_SIZE]},
-                {"name": "image", "datatype": "BYTES", "shape": [-1],
+                {"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, FEATURES]},
+                {"name": IMAGE_INPUT_NAME, "datatype": "BYTES", "shape": [-1],
                  "parameters": {"content": "encoded image (PNG, JPEG, ...), alternative to 'input'"}},
             ],
             "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, NUM_CLASSES]}],

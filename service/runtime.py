@@ -21,14 +21,11 @@ import numpy as np
 if TYPE_CHECKING:
     import onnxruntime as ort
 
+from .contract import FEATURES, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
 from .repository import CARD_FILE, MODEL_FILE
 
 log = logging.getLogger(__name__)
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "probabilities"
-INPUT_SIZE = 784
-NUM_CLASSES = 10
 
 
 class ModelLoadError(Exception):
@@ -158,9 +155,9 @@ def check_signature(session: ort.InferenceSession) -> None:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
         raise ModelLoadError(f"model inputs {[i.name for i in inputs]} differ from the contract ['{INPUT_NAME}']")
-    if inputs[0].type != "tensor(float)" or list(inputs[0].shape[1:]) != [INPUT_SIZE]:
+    if inputs[0].type != "tensor(float)" or list(inputs[0].shape[1:]) != [FEATURES]:
         raise ModelLoadError(
-            f"input '{INPUT_NAME}' is {inputs[0].type} {inputs[0].shape}; clients send float [N,{INPUT_SIZE}]"
+            f"input '{INPUT_NAME}' is {inputs[0].type} {inputs[0].shape}; clients send float [N,{FEATURES}]"
         )
     names = [o.name for o in outputs]
     if OUTPUT_NAME not in names:
@@ -173,7 +170,7 @@ def check_signature(session: ort.InferenceSession) -> None:
 def warm_up(session: ort.InferenceSession) -> None:
     """Run a real batch once, so the first request pays no lazy init and nonsense output is caught."""
     rng = np.random.default_rng(0)
-    batch = np.concatenate([np.zeros((1, INPUT_SIZE), np.float32), rng.random((7, INPUT_SIZE), np.float32)])
+    batch = np.concatenate([np.zeros((1, FEATURES), np.float32), rng.random((7, FEATURES), np.float32)])
     try:
         probs = session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
     except Exception as exc:

@@ -20,9 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile, ImageOps
 
-from service.codecs import images
-from service.codecs.images import decode_base64, decode_image
+from service.codecs.b64 import decode_base64
 from service.errors import BadRequest, PayloadTooLarge, ServiceError, UnsupportedMediaType
+from service.pictures import decode as images
+from service.pictures.decode import decode_image
 
 MAX = 4096 * 4096
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from service.codecs.images import decode_image
 from service.errors import BadRequest
-from service.preprocessing import MODES, batch_to_model_input, to_model_input
+from service.pictures.decode import decode_image
+from service.pictures.normalise import MODES, batch_to_model_input, to_model_input
 
 from .support import mnist_test_set
 

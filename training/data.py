@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from service.contract import DIGIT_LABELS as CONTRACT_DIGIT_LABELS
+from service.contract import NUM_CLASSES, SIDE
+
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned byte, 1 dimension
-IMAGE_SIDE = 28
-NUM_CLASSES = 10
+IMAGE_SIDE = SIDE
 
 # The four standard file names, keyed by role.
 FILES = {
@@ -33,7 +35,7 @@ FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 
-DIGIT_LABELS = [str(i) for i in range(NUM_CLASSES)]
+DIGIT_LABELS = list(CONTRACT_DIGIT_LABELS)
 FASHION_LABELS = [
     "T-shirt/top",
     "Trouser",

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import keras
 
+from service.contract import FEATURES, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
 from training.config import TrainConfig
-from training.data import IMAGE_SIDE, NUM_CLASSES
 
-INPUT_DIM = IMAGE_SIDE * IMAGE_SIDE
+INPUT_DIM = FEATURES
 
 
 def make_learning_rate(
@@ -53,7 +53,7 @@ def build_model(config: TrainConfig, steps_per_epoch: int = 1) -> keras.Model:
     regularizer = None
     if config.l1 or config.l2:
         regularizer = keras.regularizers.L1L2(l1=config.l1, l2=config.l2)
-    layers: list[keras.layers.Layer] = [keras.Input(shape=(INPUT_DIM,), name="input")]
+    layers: list[keras.layers.Layer] = [keras.Input(shape=(INPUT_DIM,), name=INPUT_NAME)]
     for i, units in enumerate(config.hidden, start=1):
         layers.append(
             keras.layers.Dense(
@@ -62,7 +62,7 @@ def build_model(config: TrainConfig, steps_per_epoch: int = 1) -> keras.Model:
         )
         if config.dropout:
             layers.append(keras.layers.Dropout(config.dropout, name=f"dropout_{i}"))
-    output = keras.layers.Dense(NUM_CLASSES, "softmax", kernel_regularizer=regularizer, name="probabilities")
+    output = keras.layers.Dense(NUM_CLASSES, "softmax", kernel_regularizer=regularizer, name=OUTPUT_NAME)
     layers.append(output)
     model = keras.Sequential(layers, name="mnist_mlp")
     model.compile(

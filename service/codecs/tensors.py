@@ -21,6 +21,7 @@ import threading
 
 import numpy as np
 
+from service.contract import FEATURES, SIDE
 from service.errors import BadRequest, PayloadTooLarge
 
 try:
@@ -28,10 +29,8 @@ try:
 except ImportError:  # an optional accelerator: without it every JSON body takes the general path
     simdjson = None
 
-__all__ = ["FEATURES", "SIDE", "instances_from_json", "instances_to_batch", "json_kind", "validate_batch"]
+__all__ = ["instances_from_json", "instances_to_batch", "json_kind", "validate_batch"]
 
-SIDE = 28
-FEATURES = SIDE * SIDE
 _NUMBER_TYPES = frozenset((int, float))
 _LAYOUT = f"{FEATURES} numbers ({SIDE}x{SIDE} flattened) or {SIDE} rows of {SIDE}"
 _SCALE_HINT = "pixel values must be scaled to [0,1]: divide 0-255 values by 255"

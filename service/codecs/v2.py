@@ -32,10 +32,12 @@ from math import prod
 import numpy as np
 import orjson
 
-from service.codecs.images import decode_base64, decode_image
-from service.codecs.tensors import FEATURES, SIDE, json_kind, validate_batch
+from service.codecs.b64 import decode_base64
+from service.codecs.tensors import json_kind, validate_batch
+from service.contract import FEATURES, NUM_CLASSES, OUTPUT_NAME, SIDE
 from service.errors import BadRequest, PayloadTooLarge, ServiceError
-from service.preprocessing import batch_to_model_input, check_mode
+from service.pictures.decode import decode_image
+from service.pictures.normalise import batch_to_model_input, check_mode
 
 __all__ = [
     "InferRequest",
@@ -44,7 +46,6 @@ __all__ = [
     "encode_infer_response",
 ]
 
-NUM_CLASSES = 10
 _TENSOR_SHAPES = f"[N, {FEATURES}] or [N, {SIDE}, {SIDE}]"
 _NUMBER_TYPES = frozenset((int, float))
 _LENGTH = struct.Struct("<I")
@@ -85,7 +86,7 @@ def decode_infer_request(
     max_items: int,
     max_pixels: int,
     preprocess: str,
-    output_name: str = "probabilities",
+    output_name: str = OUTPUT_NAME,
 ) -> InferRequest:
     """Parse a V2 inference request (JSON, or JSON header + binary tensor data) into an InferRequest."""
     header, binary = _split_body(body, header_length)
@@ -413,7 +414,7 @@ def encode_infer_response(
     probabilities: np.ndarray,
     labels: list[str],
     request: InferRequest,
-    output_name: str = "probabilities",
+    output_name: str = OUTPUT_NAME,
 ) -> tuple[bytes, dict[str, str]]:
     """Build the V2 response body and its extra HTTP headers.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from flask import Blueprint, Response, g, request
 
-from ..codecs.images import decode_base64
+from ..codecs.b64 import decode_base64
 from ..codecs.tensors import instances_from_json, instances_to_batch
 from ..dataplane import DataPlane, Timings
 from ..errors import BadRequest, UnsupportedMediaType

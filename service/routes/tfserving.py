@@ -10,12 +10,13 @@ from __future__ import annotations
 import numpy as np
 from flask import Blueprint, Response, g
 
-from ..codecs.images import decode_base64
+from ..codecs.b64 import decode_base64
 from ..codecs.tensors import instances_from_json, instances_to_batch
+from ..contract import FEATURES, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
 from ..dataplane import DataPlane, Timings
 from ..errors import BadRequest
 from ..http import dataplane, json_body, json_bytes, json_response
-from ..runtime import INPUT_NAME, INPUT_SIZE, NUM_CLASSES, OUTPUT_NAME, LoadedModel
+from ..runtime import LoadedModel
 
 bp = Blueprint("tfserving", __name__, url_prefix="/v1/models")
 
@@ -89,7 +90,7 @@ def metadata(name: str, version: str | None = None) -> Response:
     model = dataplane().model(name, version)
     tensor = {"dtype": "DT_FLOAT", "tensor_shape": {"dim": [{"size": "-1", "name": ""}]}}
     inputs = {INPUT_NAME: {**tensor, "name": f"{INPUT_NAME}:0", "tensor_shape": {"dim": [
-        {"size": "-1", "name": ""}, {"size": str(INPUT_SIZE), "name": ""}]}}}
+        {"size": "-1", "name": ""}, {"size": str(FEATURES), "name": ""}]}}}
     outputs = {OUTPUT_NAME: {**tensor, "name": f"{OUTPUT_NAME}:0", "tensor_shape": {"dim": [
         {"size": "-1", "name": ""}, {"size": str(NUM_CLASSES), "name": ""}]}}}
     return json_response({

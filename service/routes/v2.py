@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, request
 
 from ..codecs.v2 import decode_infer_request, encode_infer_response
+from ..contract import INPUT_NAME
 from ..dataplane import Timings
 from ..errors import BadRequest
 from ..http import dataplane, json_response, read_body
@@ -58,7 +59,7 @@ def infer(name: str, version: str | None = None) -> Response:
     infer_request = decode_infer_request(
         read_body(),
         header_length=header_length,
-        input_name="input",
+        input_name=INPUT_NAME,
         max_items=plane.settings.max_batch_items,
         max_pixels=plane.settings.max_image_pixels,
         preprocess=plane.preprocess_mode(model, request.args.get("preprocess")),

@@ -28,13 +28,13 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from service.contract import FEATURES, PREPROCESS_MODES, SIDE
 from service.errors import BadRequest
 
 __all__ = ["MODES", "SIDE", "batch_to_model_input", "check_mode", "to_model_input"]
 
-MODES = ("mnist", "fashion", "none")
-SIDE = 28  # the model's frame is SIDE x SIDE
-_FEATURES = SIDE * SIDE
+MODES = PREPROCESS_MODES
+_FEATURES = FEATURES
 _MNIST_BOX = 20  # MNIST fits each digit into a 20x20 box inside the 28x28 frame
 # MNIST's centre of mass sits at (14.0, 14.0) in pixel-index coordinates (measured on the test set).
 _MNIST_CENTRE = 14.0
