@@ -1,0 +1,102 @@
+"""Connected components of a binary mask, in numpy only (8-connected), computed on runs of pixels.
+
+Why not scipy or OpenCV: either would add ~150 MB to the image (and scipy.ndimage ~0.5 s to every
+worker's start-up) for one function. A mask of a digit photo at working size holds a few thousand
+horizontal runs; labelling the runs (overlapping runs in adjacent rows are joined, by vectorised
+minimum-label propagation with pointer jumping) costs well under a millisecond there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Components", "label_runs"]
+
+
+@dataclass(frozen=True)
+class Components:
+    """The runs of a mask and the component each belongs to.
+
+    ``row[i]``, ``start[i]``, ``stop[i]`` (end-exclusive) describe run ``i``; ``label[i]`` is its
+    component, numbered 0..count-1. Per-component statistics come from ``np.bincount`` over runs.
+    """
+
+    shape: tuple[int, int]
+    row: np.ndarray
+    start: np.ndarray
+    stop: np.ndarray
+    label: np.ndarray
+    count: int
+
+    def area(self) -> np.ndarray:
+        """Pixels per component."""
+        return np.bincount(self.label, weights=self.stop - self.start, minlength=self.count)
+
+    def boxes(self) -> np.ndarray:
+        """[count, 4] int boxes (top, bottom, left, right), end-exclusive."""
+        out = np.empty((self.count, 4), np.int64)
+        out[:, 0], out[:, 2] = self.shape[0], self.shape[1]
+        out[:, 1] = out[:, 3] = 0
+        np.minimum.at(out[:, 0], self.label, self.row)
+        np.maximum.at(out[:, 1], self.label, self.row + 1)
+        np.minimum.at(out[:, 2], self.label, self.start)
+        np.maximum.at(out[:, 3], self.label, self.stop)
+        return out
+
+    def label_at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """The component of each given mask pixel (they must be set in the mask)."""
+        width = self.shape[1] + 1
+        keys = self.row * width + self.start
+        runs = np.searchsorted(keys, ys * width + xs, side="right") - 1
+        return self.label[runs]
+
+    def mask(self, keep: np.ndarray) -> np.ndarray:
+        """The mask of the components whose ``keep`` entry is true."""
+        height, width = self.shape
+        chosen = keep[self.label]
+        flat = np.zeros(height * (width + 1) + 1, np.int8)
+        base = self.row[chosen] * (width + 1)
+        np.add.at(flat, base + self.start[chosen], 1)
+        np.add.at(flat, base + self.stop[chosen], -1)
+        return np.cumsum(flat[:-1], dtype=np.int8).reshape(height, width + 1)[:, :width].astype(bool)
+
+
+def label_runs(mask: np.ndarray) -> Components:
+    """Label the 8-connected components of a 2-D bool mask."""
+    height, width = mask.shape
+    padded = np.zeros((height, width + 2), np.int8)
+    padded[:, 1:-1] = mask
+    change = np.diff(padded, axis=1)  # +1 where a run starts, -1 one past where it ends
+    rows, starts = np.nonzero(change == 1)
+    stops = np.nonzero(change == -1)[1]
+    count = rows.size
+    if count == 0:
+        empty = np.zeros(0, np.int64)
+        return Components((height, width), empty, empty, empty, empty, 0)
+    # Runs are in row-major order. For each run, the runs of the next row that touch it (8-connected:
+    # overlapping or diagonally adjacent) are a contiguous range, found by binary search.
+    key = width + 2
+    start_keys = rows * key + starts
+    stop_keys = rows * key + stops
+    lo = np.searchsorted(stop_keys, (rows + 1) * key + starts, side="left")  # next-row runs ending at/after start
+    hi = np.searchsorted(start_keys, (rows + 1) * key + stops, side="right")  # ... starting at/before stop
+    spans = np.maximum(hi - lo, 0)
+    upper = np.repeat(np.arange(count), spans)
+    lower = (np.arange(spans.sum()) - np.repeat(np.cumsum(spans) - spans, spans)) + np.repeat(lo, spans)
+    labels = np.arange(count)
+    while upper.size:
+        smaller = np.minimum(labels[upper], labels[lower])
+        before = labels.copy()
+        np.minimum.at(labels, upper, smaller)
+        np.minimum.at(labels, lower, smaller)
+        while True:  # pointer jumping: every run points at the root of its root
+            jumped = labels[labels]
+            if np.array_equal(jumped, labels):
+                break
+            labels = jumped
+        if np.array_equal(labels, before):
+            break
+    roots, dense = np.unique(labels, return_inverse=True)
+    return Components((height, width), rows, starts, stops, dense.reshape(-1), int(roots.size))
