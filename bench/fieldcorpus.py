@@ -167,7 +167,14 @@ def _page_edge(rng: np.random.Generator, rgb: np.ndarray, digit_box: tuple[int, 
 class FieldCorpus:
     """Photo-like pictures of MNIST test digits; ``samples(n, seed)`` is deterministic."""
 
-    def __init__(self, images: np.ndarray | None = None, labels: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        images: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        frames: tuple[tuple[int, int], ...] | None = None,
+    ) -> None:
+        """``frames`` restricts the frame sizes drawn (uniformly); by default all, big ones rarer."""
+        self.frames = frames
         if images is None or labels is None:
             images, labels = mnist_test_digits()
         self.images, self.labels = images, labels
@@ -181,7 +188,7 @@ class FieldCorpus:
 
     def render(self, digit: np.ndarray, label: int, rng: np.random.Generator, **fixed: object) -> Sample:
         c: dict[str, object] = {
-            "frame": FRAMES[int(rng.choice(len(FRAMES), p=[0.22, 0.2, 0.16, 0.16, 0.1, 0.08, 0.08]))],
+            "frame": self._frame(rng),
             "portrait": bool(rng.random() < 0.3),
             "digit_frac": float(rng.uniform(0.10, 0.60)),
             "paper": str(rng.choice(list(_PAPERS), p=[0.5, 0.25, 0.25])),
@@ -230,6 +237,11 @@ class FieldCorpus:
         data = _finish(rng, rgb, int(c["orientation"]), int(c["quality"]), blur, noise)
         c["frame"] = tuple(c["frame"])
         return Sample(data, label, c)
+
+    def _frame(self, rng: np.random.Generator) -> tuple[int, int]:
+        if self.frames is not None:
+            return self.frames[int(rng.choice(len(self.frames)))]
+        return FRAMES[int(rng.choice(len(FRAMES), p=[0.22, 0.2, 0.16, 0.16, 0.1, 0.08, 0.08]))]
 
     @staticmethod
     def _ink(digit: np.ndarray, square: int, ink: str, rng: np.random.Generator) -> np.ndarray:

@@ -3,7 +3,7 @@
 Why not scipy or OpenCV: either would add ~150 MB to the image (and scipy.ndimage ~0.5 s to every
 worker's start-up) for one function. A mask of a digit photo at working size holds a few thousand
 horizontal runs; labelling the runs (overlapping runs in adjacent rows are joined, by vectorised
-minimum-label propagation with pointer jumping) costs well under a millisecond there.
+root hooking with pointer jumping) costs well under a millisecond there.
 """
 
 from __future__ import annotations
@@ -58,8 +58,9 @@ class Components:
         chosen = keep[self.label]
         flat = np.zeros(height * (width + 1) + 1, np.int8)
         base = self.row[chosen] * (width + 1)
-        np.add.at(flat, base + self.start[chosen], 1)
-        np.add.at(flat, base + self.stop[chosen], -1)
+        # runs of a row are separated by at least one pixel, so no start shares a place with a stop
+        flat[base + self.start[chosen]] = 1
+        flat[base + self.stop[chosen]] = -1
         return np.cumsum(flat[:-1], dtype=np.int8).reshape(height, width + 1)[:, :width].astype(bool)
 
 
@@ -69,8 +70,8 @@ def label_runs(mask: np.ndarray) -> Components:
     padded = np.zeros((height, width + 2), np.int8)
     padded[:, 1:-1] = mask
     change = np.diff(padded, axis=1)  # +1 where a run starts, -1 one past where it ends
-    rows, starts = np.nonzero(change == 1)
-    stops = np.nonzero(change == -1)[1]
+    rows, cols = np.nonzero(change)  # row-major: each row's starts and stops alternate
+    rows, starts, stops = rows[0::2], cols[0::2], cols[1::2]
     count = rows.size
     if count == 0:
         empty = np.zeros(0, np.int64)
@@ -85,18 +86,21 @@ def label_runs(mask: np.ndarray) -> Components:
     spans = np.maximum(hi - lo, 0)
     upper = np.repeat(np.arange(count), spans)
     lower = (np.arange(spans.sum()) - np.repeat(np.cumsum(spans) - spans, spans)) + np.repeat(lo, spans)
-    labels = np.arange(count)
+    labels = np.arange(count)  # each run's parent; parents are always smaller, roots point at themselves
     while upper.size:
-        smaller = np.minimum(labels[upper], labels[lower])
-        before = labels.copy()
-        np.minimum.at(labels, upper, smaller)
-        np.minimum.at(labels, lower, smaller)
-        while True:  # pointer jumping: every run points at the root of its root
+        # hook the larger root of every joined pair onto the smaller, then jump pointers to the roots:
+        # a logarithmic number of rounds, whatever the shape
+        root_upper, root_lower = labels[upper], labels[lower]
+        apart = root_upper != root_lower
+        if not apart.any():
+            break
+        root_upper, root_lower = root_upper[apart], root_lower[apart]
+        upper, lower = upper[apart], lower[apart]
+        np.minimum.at(labels, np.maximum(root_upper, root_lower), np.minimum(root_upper, root_lower))
+        while True:
             jumped = labels[labels]
             if np.array_equal(jumped, labels):
                 break
             labels = jumped
-        if np.array_equal(labels, before):
-            break
     roots, dense = np.unique(labels, return_inverse=True)
     return Components((height, width), rows, starts, stops, dense.reshape(-1), int(roots.size))

@@ -52,8 +52,8 @@ _NOISE_LEVEL = 32
 _F255 = np.float32(255)
 # MNIST's strokes, measured as 2 * area / edge length of the >127 mask in the 20-px box: 5th-95th
 # percentile 1.2-2.9 px, median 1.8 (test set). Photos whose pen falls outside are brought inside.
-_THIN_STROKE = 1.2
-_THICK_STROKE = 3.4
+_THIN_STROKE = 1.4
+_THICK_STROKE = 3.0
 _SMALLEST_PHOTO = 16  # pictures with a shorter side are too small for lighting estimation: plain path
 # Flat indices of the outermost pixels of a SIDE x SIDE frame, for the fast path's background check.
 _FRAME_BORDER = np.flatnonzero(np.pad(np.zeros((SIDE - 2, SIDE - 2), bool), 1, constant_values=True))
@@ -151,16 +151,24 @@ def _fill_from_photo(gray: np.ndarray, frame: np.ndarray) -> None:
     digit = digit_ink(gray)
     if digit is None:
         return  # no ink: all zeros
-    ink = np.round(digit.ink * _F255).astype(np.uint8)
-    width = _stroke_width(digit.mask) * _MNIST_BOX / max(ink.shape)
-    if width < _THIN_STROKE or width > _THICK_STROKE:
-        # at twice the final size, a 3x3 max (min) filter widens (narrows) strokes by one final pixel
-        twice = Image.fromarray(_fit(ink, 2 * _MNIST_BOX))
+    # At twice the final size, measure the stroke as MNIST's was measured (pixels above half the peak)
+    # and widen (narrow) it with 3x3 max (min) filters, each adding (removing) one final pixel.
+    twice = _fit(np.round(digit.ink * _F255).astype(np.uint8), 2 * _MNIST_BOX)
+    peak = int(twice.max())
+    if peak == 0:
+        return
+    width = _stroke_width(twice >= (peak + 1) // 2) / 2
+    passes = 0
+    if width < _THIN_STROKE:
         passes = 1 + int(width < _THIN_STROKE / 2)
-        for _ in range(passes):
-            twice = twice.filter(ImageFilter.MaxFilter(3) if width < _THIN_STROKE else ImageFilter.MinFilter(3))
-        ink = np.asarray(twice)
-    digit_20 = _fit(ink, _MNIST_BOX)
+    elif width > _THICK_STROKE:
+        passes = -1
+    if passes:
+        image = Image.fromarray(twice)
+        for _ in range(abs(passes)):
+            image = image.filter(ImageFilter.MaxFilter(3) if passes > 0 else ImageFilter.MinFilter(3))
+        twice = np.asarray(image)
+    digit_20 = _fit(twice, _MNIST_BOX)
     peak = float(digit_20.max())
     if peak == 0.0:
         return

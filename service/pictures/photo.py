@@ -53,6 +53,8 @@ _LINE_ANGLES = np.tan(np.radians(np.linspace(-5.0, 5.0, 21)))
 _LINE_FILL = 0.3  # a line row holds ink across at least this fraction of the picture ...
 _LINE_ENDS = 0.25  # ... and in at least this fraction of all but two of its eighths
 _SEGMENTS = 8
+_LINE_SAMPLE = 6000  # pixels sampled to find the lines' slopes
+_MAX_SLOPES = 8  # slopes checked on all pixels
 _NEAR = 0.3  # pieces within this fraction of the digit's size from its box join it
 _MIN_PIECE = 0.04  # ... if they hold at least this fraction of its area
 
@@ -125,15 +127,14 @@ def _flatten(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pad = _CLOSING
     # mirrored margins, so the filters near the frame's edge see paper on both sides (a vignette's
     # dark corner is not mistaken for ink)
-    padded = Image.fromarray(np.pad(coarse, pad, mode="reflect" if min(coarse.shape) > pad else "edge"))
-    closed = padded.filter(ImageFilter.MaxFilter(_CLOSING)).filter(ImageFilter.MinFilter(_CLOSING))
-    opened = padded.filter(ImageFilter.MinFilter(_CLOSING)).filter(ImageFilter.MaxFilter(_CLOSING))
+    padded = np.pad(coarse, pad, mode="reflect" if min(coarse.shape) > pad else "edge")
+    closed = _rank(_rank(padded, np.maximum), np.minimum)
+    opened = _rank(_rank(padded, np.minimum), np.maximum)
     inner = (slice(pad, pad + coarse.shape[0]), slice(pad, pad + coarse.shape[1]))
-    dark = _strongest(np.subtract(np.asarray(closed)[inner], coarse, dtype=np.int32))
-    light = _strongest(np.subtract(coarse, np.asarray(opened)[inner], dtype=np.int32))
+    dark = _strongest(np.subtract(closed[inner], coarse, dtype=np.int32))
+    light = _strongest(np.subtract(coarse, opened[inner], dtype=np.int32))
     dark_ink = 2 * light <= 3 * dark  # dark ink unless light clearly dominates: most photos are of pen on paper
-    background = closed if dark_ink else opened
-    background = background.filter(ImageFilter.BoxBlur(1))
+    background = Image.fromarray(closed if dark_ink else opened).filter(ImageFilter.BoxBlur(1))
     # map the coarse cells back onto the full grid, margins cut off
     box = (pad, pad, pad + coarse.shape[1], pad + coarse.shape[0])
     paper = np.asarray(background.resize((width, height), Image.Resampling.BILINEAR, box=box), dtype=np.float32)
@@ -146,6 +147,19 @@ def _flatten(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     np.divide(ink, paper, out=ink)
     np.clip(ink, 0.0, 1.0, out=ink)
     return ink, paper
+
+
+def _rank(image: np.ndarray, pick: np.ufunc) -> np.ndarray:
+    """A square max (or min) filter of width ``_CLOSING``, separably, edges clamped."""
+    reach = _CLOSING // 2
+    for axis in (0, 1):
+        padded = np.pad(image, [(reach, reach) if a == axis else (0, 0) for a in (0, 1)], mode="edge")
+        size = image.shape[axis]
+        out = padded.take(range(0, size), axis=axis)
+        for shift in range(1, _CLOSING):
+            pick(out, padded.take(range(shift, shift + size), axis=axis), out=out)
+        image = out
+    return image
 
 
 def _strongest(residual: np.ndarray) -> int:
@@ -184,7 +198,7 @@ def ink_mask(ink: np.ndarray, paper: np.ndarray | None = None) -> tuple[np.ndarr
 
 def _noise_floor(levels: np.ndarray, sigmas: float, least: int) -> int:
     """The paper's median ink level plus ``sigmas`` robust standard deviations (MAD), at least ``least``."""
-    sample = levels[:: max(1, levels.shape[0] // 128), :: max(1, levels.shape[1] // 128)]
+    sample = levels[:: max(1, levels.shape[0] // 64), :: max(1, levels.shape[1] // 64)]
     median = float(np.median(sample))
     sigma = 1.4826 * float(np.median(np.abs(sample.astype(np.float32) - median)))
     return max(least, int(median + sigmas * sigma + 1))
@@ -199,8 +213,12 @@ def remove_ruling(mask: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, np.nda
     levels = np.round(ink * 255).astype(np.uint8)
     faint = levels >= _noise_floor(levels, 2.5, _MIN_LOW // 2)
     faint |= mask
-    lines = _lines(faint) | _lines(faint.T).T
-    if not lines.any():
+    height, width = mask.shape
+    ys, xs = np.nonzero(faint)
+    on_line = _lines(ys, xs, height, width) | _lines(xs, ys, width, height)
+    lines = np.zeros_like(mask)
+    lines[ys[on_line], xs[on_line]] = True
+    if not on_line.any():
         return mask, lines
     # ink much darker than the line's own is a stroke crossing it (a pen over faint ruling): kept
     line_level = float(np.median(levels[lines]))
@@ -223,43 +241,61 @@ def _crossings(lines: np.ndarray, digit: np.ndarray) -> np.ndarray:
     return lines & ((above & below) | (left & right))
 
 
-def _lines(mask: np.ndarray) -> np.ndarray:
-    """Pixels of near-horizontal straight lines across the mask (any slope within +-5 degrees)."""
-    height, width = mask.shape
-    ys, xs = np.nonzero(mask)
+def _lines(ys: np.ndarray, xs: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Which of the pixels (ys, xs) lie on near-horizontal straight lines across the picture.
+
+    Each line may have its own slope within +-5 degrees (a photo's perspective makes ruled lines
+    converge); swap the coordinates (and sizes) for vertical lines.
+    """
+    hit = np.zeros(ys.shape, bool)
     if ys.size < width * _LINE_FILL:
-        return np.zeros_like(mask)
-    best, best_slope, best_profile = -1, 0.0, None
+        return hit
     offset = int(np.ceil(width * _LINE_ANGLES[-1])) + 1
-    for slope in _LINE_ANGLES:
-        rows = np.rint(ys - xs * slope).astype(np.int64) + offset
-        profile = np.bincount(rows, minlength=height + 2 * offset)
-        peak = int(profile.max())
-        if peak > best:
-            best, best_slope, best_profile = peak, slope, profile
-    if best < width * _LINE_FILL:
-        return np.zeros_like(mask)
-    rows = np.rint(ys - xs * best_slope).astype(np.int64) + offset
-    # a line runs along the whole picture: most of its eighths hold ink. A digit (at most 60 % of the
-    # short side) fills at most five eighths of any row.
+    size = height + 2 * offset
+    # candidate slopes from a sample of the pixels (a line's row stands out in any sample) ...
+    step = max(1, ys.size // _LINE_SAMPLE)
+    sample_y, sample_x = ys[::step].astype(np.float32), xs[::step].astype(np.float32)
+    peaks = np.array(
+        [
+            np.bincount((sample_y - sample_x * np.float32(slope) + offset).astype(np.int64)).max()
+            for slope in _LINE_ANGLES
+        ]
+    )
+    candidates = np.flatnonzero(peaks * step >= 0.7 * width * _LINE_FILL)
+    candidates = candidates[np.argsort(peaks[candidates])[::-1][:_MAX_SLOPES]]
     eighth = xs * _SEGMENTS // width
-    per_segment = np.bincount(rows * _SEGMENTS + eighth, minlength=best_profile.size * _SEGMENTS)
-    filled = (per_segment.reshape(-1, _SEGMENTS) >= (width / _SEGMENTS) * _LINE_ENDS).sum(axis=1)
-    line_rows = (best_profile >= width * _LINE_FILL) & (filled >= _SEGMENTS - 2)
-    if not line_rows.any():
-        return np.zeros_like(mask)
-    # a thick or blurred line spreads over neighbouring rows: take one row either side, and a second
-    # where that row is well filled too
-    spread = best_profile >= width * _LINE_FILL * 0.3
-    grown = line_rows.copy()
-    grown[1:] |= line_rows[:-1]
-    grown[:-1] |= line_rows[1:]
-    grown[2:] |= line_rows[:-2] & spread[2:]
-    grown[:-2] |= line_rows[2:] & spread[:-2]
-    out = np.zeros_like(mask)
-    hit = grown[rows]
-    out[ys[hit], xs[hit]] = True
-    return out
+    for slope in _LINE_ANGLES[candidates]:
+        # ... each checked on all pixels: a line runs along the whole picture, so most of its eighths
+        # hold ink (a digit, at most 60 % of the short side, fills at most five eighths of a row)
+        rows = np.rint(ys - xs * slope).astype(np.int64) + offset
+        # a line between two tried slopes spreads over two adjacent rows: count each row with its
+        # fuller neighbour
+        profile = _with_neighbour(np.bincount(rows, minlength=size))
+        if profile.max() < width * _LINE_FILL:
+            continue
+        per_segment = np.bincount(rows * _SEGMENTS + eighth, minlength=size * _SEGMENTS).reshape(-1, _SEGMENTS)
+        filled = (_with_neighbour(per_segment) >= (width / _SEGMENTS) * _LINE_ENDS).sum(axis=1)
+        line_rows = (profile >= width * _LINE_FILL) & (filled >= _SEGMENTS - 2)
+        if not line_rows.any():
+            continue
+        # a thick or blurred line spreads over neighbouring rows: take one row either side, and a
+        # second where that row is well filled too
+        spread = profile >= width * _LINE_FILL * 0.3
+        grown = line_rows.copy()
+        grown[1:] |= line_rows[:-1]
+        grown[:-1] |= line_rows[1:]
+        grown[2:] |= line_rows[:-2] & spread[2:]
+        grown[:-2] |= line_rows[2:] & spread[:-2]
+        hit |= grown[rows]
+    return hit
+
+
+def _with_neighbour(counts: np.ndarray) -> np.ndarray:
+    """Each row's count plus the larger of its two neighbours' (along axis 0)."""
+    neighbour = np.zeros_like(counts)
+    neighbour[1:] = counts[:-1]
+    np.maximum(neighbour[:-1], counts[1:], out=neighbour[:-1])
+    return counts + neighbour
 
 
 def digit_mask(mask: np.ndarray, ink: np.ndarray) -> np.ndarray | None:
@@ -283,12 +319,12 @@ def digit_mask(mask: np.ndarray, ink: np.ndarray) -> np.ndarray | None:
 def _cluster(components: Components, area: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Which components form the digit: the largest, and the sizeable pieces near its box."""
     height, width = components.shape
-    # a component that runs along a border for most of it is the page's edge or the frame: not the digit
+    # a long thin component spanning most of the picture is what is left of the page's edge or a line,
+    # not a digit (at most 60 % of the short side)
     tall = boxes[:, 1] - boxes[:, 0]
     wide = boxes[:, 3] - boxes[:, 2]
-    at_border = (boxes[:, 0] == 0) | (boxes[:, 1] == height) | (boxes[:, 2] == 0) | (boxes[:, 3] == width)
-    edge_like = at_border & ((tall > 0.8 * height) | (wide > 0.8 * width))
-    score = np.where(edge_like, area * 0.1, area)
+    edge_like = ((tall > 0.7 * height) & (tall > 4 * wide)) | ((wide > 0.7 * width) & (wide > 4 * tall))
+    score = np.where(edge_like, area * 0.02, area)
     main = int(np.argmax(score))
     keep = np.zeros(components.count, bool)
     keep[main] = True

@@ -1,0 +1,116 @@
+"""Latency and memory of decode + normalisation for the pictures users send (prints figures; no asserts).
+
+    python -m bench.pictures            # 12 MP phone JPEGs, 280x280 RGBA page drawings, 28x28 PNGs
+
+One picture at a time in this process (as one worker handling one request): wall-clock median and p90,
+CPU time per picture, and the peak memory one 12 MP picture adds (max RSS growth, measured in a fresh
+child process so earlier allocations do not hide it), with DCT-scaled decoding and, for comparison,
+full-size decoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+from bench.fieldcorpus import FieldCorpus, mnist_test_digits
+from service.pictures.decode import decode_image
+from service.pictures.normalise import batch_to_model_input
+
+MAX_PIXELS = 40_000_000
+
+
+def time_pictures(datas: list[bytes], repeat: int, min_side: int | None = -1) -> dict[str, float]:
+    """Median / p90 wall ms and mean CPU ms of decode + normalise, each picture ``repeat`` times."""
+    kwargs = {} if min_side == -1 else {"min_side": min_side}
+    walls, cpus = [], []
+    for _ in range(repeat):
+        for data in datas:
+            wall, cpu = time.perf_counter(), time.process_time()
+            batch_to_model_input([decode_image(data, max_pixels=MAX_PIXELS, **kwargs)])
+            cpus.append(time.process_time() - cpu)
+            walls.append(time.perf_counter() - wall)
+    walls_ms = np.array(walls) * 1000
+    return {
+        "median_ms": float(np.median(walls_ms)),
+        "p90_ms": float(np.percentile(walls_ms, 90)),
+        "cpu_ms": float(np.mean(cpus) * 1000),
+        "n": len(walls),
+    }
+
+
+def page_drawings(count: int) -> list[bytes]:
+    """280x280 RGBA PNGs as the web page posts them: dark strokes on a transparent canvas."""
+    images, _ = mnist_test_digits()
+    out = []
+    for digit in images[:count]:
+        page = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+        page.putalpha(Image.fromarray(digit).resize((280, 280), Image.Resampling.BILINEAR))
+        buffer = io.BytesIO()
+        page.save(buffer, "PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+def mnist_pngs(count: int) -> list[bytes]:
+    images, _ = mnist_test_digits()
+    out = []
+    for digit in images[:count]:
+        buffer = io.BytesIO()
+        Image.fromarray(digit).save(buffer, "PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+def peak_memory_mb(path: str, min_side: str) -> float:
+    """Max-RSS growth (MB) of a fresh process handling one picture, after a warm-up on a small one."""
+    code = f"""
+import resource, numpy as np
+from service.pictures.decode import decode_image
+from service.pictures.normalise import batch_to_model_input
+small = np.full((40, 40), 255, np.uint8); small[10:30, 18:22] = 0
+batch_to_model_input([small])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+data = open({path!r}, 'rb').read()
+batch_to_model_input([decode_image(data, max_pixels={MAX_PIXELS}, min_side={min_side})])
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=6, help="distinct 12 MP photos")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    photos = [s.data for s in FieldCorpus().samples(args.photos, seed=7, frame=(4000, 3000), portrait=False)]
+    sizes = [len(p) / 1e6 for p in photos]
+    print(f"12 MP JPEGs: {len(photos)} photos, {min(sizes):.1f}-{max(sizes):.1f} MB")
+    time_pictures(photos[:1], 1)  # warm-up
+    results = {
+        "12mp_jpeg": time_pictures(photos, args.repeat),
+        "12mp_jpeg_full_decode": time_pictures(photos, 1, min_side=None),
+        "page_rgba_280": time_pictures(page_drawings(200), 5),
+        "mnist_png_28": time_pictures(mnist_pngs(200), 5),
+    }
+    tmp = "/tmp/bench-pictures-12mp.jpg"
+    with open(tmp, "wb") as handle:
+        handle.write(photos[0])
+    results["12mp_peak_rss_mb"] = {
+        "dct_scaled": peak_memory_mb(tmp, "360"),
+        "full_decode": peak_memory_mb(tmp, "None"),
+    }
+    for name, figures in results.items():
+        print(f"{name:24s} {json.dumps({k: round(v, 3) for k, v in figures.items()})}")
+
+
+if __name__ == "__main__":
+    main()
