@@ -15,10 +15,11 @@ pictures well) turns a gradient or a ruled line into "ink". So, in order:
    strong one (twice the threshold: hysteresis), so faint parts of a pencil stroke stay attached
    while the grain of the paper does not.
 4. ``remove_ruling``: rows (and columns) of ink that run straight across the whole picture, at any
-   angle within +-5 degrees, are ruled or squared lines or the page's edge: removed, except where a
-   stroke crosses them (ink just above and below is kept joined).
-5. ``digit_mask``: the dominant component by area, plus the pieces near it (a 5's detached bar, a
-   stroke cut by a removed line); far specks and remnants are dropped.
+   angle within +-5 degrees (each line its own: perspective), are ruled or squared lines or the page's
+   edge: removed (``ink_map`` returns the picture's ink up to here, for segmenting several digits).
+5. ``digit_mask``: the dominant component by ink mass, plus the pieces near it (a 5's detached bar, a
+   stroke cut by a removed line); far specks and remnants are dropped; ``crossings`` then puts back
+   the line pixels under the digit's strokes (digit ink on both sides of the line).
 
 ``digit_ink`` runs all of it; ``service.pictures.normalise`` then does MNIST's own normalisation. Numpy
 and Pillow only; no Flask (training imports this too).
@@ -36,9 +37,12 @@ from .components import Components, label_runs
 __all__ = [
     "WORK_SIDE",
     "DigitInk",
+    "InkMap",
+    "crossings",
     "digit_ink",
     "digit_mask",
     "flatten_lighting",
+    "ink_map",
     "ink_mask",
     "remove_ruling",
     "working_copy",
@@ -66,18 +70,39 @@ class DigitInk(NamedTuple):
     mask: np.ndarray
 
 
-def digit_ink(gray: np.ndarray) -> DigitInk | None:
-    """The dominant ink cluster of a photo or scan, cropped to its box; None when there is no ink."""
+class InkMap(NamedTuple):
+    """A whole picture's ink at working size, lines removed: what segmenting several digits starts from.
+
+    ``scale`` is working-copy pixels per picture pixel (1.0 when the picture was small enough).
+    """
+
+    ink: np.ndarray  # float32 [0, 1], 0 = paper
+    mask: np.ndarray  # bool: ink pixels (hysteresis), ruled/grid lines and the page's edge removed
+    lines: np.ndarray  # bool: the removed line pixels (``crossings`` puts back those under a stroke)
+    scale: float
+
+
+def ink_map(gray: np.ndarray) -> InkMap:
+    """Steps 1-4 of the module's docstring on a whole picture."""
     work = working_copy(gray)
     ink, paper = _flatten(work)
-    mask, strong = ink_mask(ink, paper)
-    if not mask.any():
+    mask, _ = ink_mask(ink, paper)
+    if mask.any():
+        mask, lines = remove_ruling(mask, ink)
+    else:
+        lines = np.zeros_like(mask)
+    return InkMap(ink, mask, lines, work.shape[1] / gray.shape[1])
+
+
+def digit_ink(gray: np.ndarray) -> DigitInk | None:
+    """The dominant ink cluster of a photo or scan, cropped to its box; None when there is no ink."""
+    ink, kept, lines, _ = ink_map(gray)
+    if not kept.any():
         return None
-    kept, lines = remove_ruling(mask, ink)
     mask = digit_mask(kept, ink)
     if mask is None:
         return None
-    mask |= _crossings(lines, mask)
+    mask |= crossings(lines, mask)
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
@@ -226,7 +251,7 @@ def remove_ruling(mask: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, np.nda
     return mask & ~lines, lines
 
 
-def _crossings(lines: np.ndarray, digit: np.ndarray) -> np.ndarray:
+def crossings(lines: np.ndarray, digit: np.ndarray) -> np.ndarray:
     """Line pixels where the digit's stroke crosses a removed line: digit ink on both sides of it."""
     reach = 4
     above = np.zeros_like(digit)
