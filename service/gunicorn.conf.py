@@ -165,11 +165,27 @@ def pre_fork(server, worker) -> None:
 
 
 def post_worker_init(worker) -> None:
-    """Create onnxruntime sessions in the worker, after fork; warm-up runs before it takes requests."""
+    """Create onnxruntime sessions in the worker, after fork; warm-up runs before it takes requests.
+
+    With GRPC_PORT set, start the worker's gRPC server on the same data plane (service/grpc/server.py).
+    """
     from service.app import start_models
 
-    if "dataplane" in getattr(worker.wsgi, "extensions", {}):  # bench/ serves a bare app with this file
+    extensions = getattr(worker.wsgi, "extensions", {})
+    if "dataplane" in extensions:  # bench/ serves a bare app with this file
         start_models(worker.wsgi)
+        if _settings.grpc_port:
+            from service.grpc import server as grpc_server
+
+            server = grpc_server.start(extensions["dataplane"], extensions["control"], _settings)
+            worker.grpc_stopped = grpc_server.stop_when(server, lambda: not worker.alive, graceful_timeout / 2)
+
+
+def worker_exit(server, worker) -> None:
+    """Let the worker's gRPC calls in flight finish (its server stopped taking new ones at SIGTERM)."""
+    stopped = getattr(worker, "grpc_stopped", None)
+    if stopped is not None:
+        stopped.wait(graceful_timeout / 2 + 1)
 
 
 def child_exit(server, worker) -> None:

@@ -13,8 +13,12 @@ in a URL is recorded as ``model=""``); refusal reasons are a handful of categori
 
 Metric names (all prefixed ``mnist_``):
 
-* ``mnist_http_requests_total{route,method,status,model,version}`` counter
-* ``mnist_http_request_duration_seconds{route,method}`` histogram, the whole request
+* ``mnist_http_requests_total{route,method,status,model,version,protocol}`` counter
+* ``mnist_http_request_duration_seconds{route,method,protocol}`` histogram, the whole request
+
+``protocol`` is ``http`` (REST) or ``grpc`` (service/grpc/: ``route`` is the full method name,
+``/inference.GRPCInferenceService/ModelInfer``, ``method`` POST, ``status`` the gRPC code name, ``OK``).
+
 * ``mnist_request_phase_seconds{phase,model}`` histogram, ``phase`` = ``decode`` (from the start of
   the request to the first inference: body, parsing, image decoding, preprocessing), ``queue`` (waiting
   for a dynamic batch; observed only while dynamic batching is on) and ``inference`` (onnxruntime)
@@ -67,11 +71,11 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 REQUESTS = Counter(
     "mnist_http_requests", "HTTP requests by URL rule, method, status and the model version that answered.",
-    ["route", "method", "status", "model", "version"],
+    ["route", "method", "status", "model", "version", "protocol"],
 )
 REQUEST_SECONDS = Histogram(
     "mnist_http_request_duration_seconds", "Whole request time in the app, by URL rule and method.",
-    ["route", "method"], buckets=LATENCY_BUCKETS,
+    ["route", "method", "protocol"], buckets=LATENCY_BUCKETS,
 )
 PHASE_SECONDS = Histogram(
     "mnist_request_phase_seconds",
@@ -196,16 +200,16 @@ class _HistogramSeries:
 # (model, version) -> (images counter value, batch size, decode, queue and inference series): one dict
 # lookup per request instead of a ``Metric.labels()`` call (which validates and stringifies its
 # arguments) per metric. Keys are bounded by the label rules above.
-_request_series: dict[tuple[str, str, int, str, str], tuple[object, _HistogramSeries]] = {}
+_request_series: dict[tuple[str, str, int | str, str, str, str], tuple[object, _HistogramSeries]] = {}
 _inference_series: dict[tuple[str, str], tuple[object, _HistogramSeries, ...]] = {}
 
 
-def _request_values(route: str, method: str, status: int, model: str, version: str):
-    key = (route, method, status, model, version)
+def _request_values(route: str, method: str, status: int | str, model: str, version: str, protocol: str):
+    key = (route, method, status, model, version, protocol)
     series = _request_series.get(key)
     if series is None:
-        series = (REQUESTS.labels(route, method, str(status), model, version)._value,  # noqa: SLF001
-                  _HistogramSeries(REQUEST_SECONDS.labels(route, method)))
+        series = (REQUESTS.labels(route, method, str(status), model, version, protocol)._value,  # noqa: SLF001
+                  _HistogramSeries(REQUEST_SECONDS.labels(route, method, protocol)))
         series = _request_series.setdefault(key, series)
     return series
 
@@ -221,10 +225,10 @@ def _inference_values(model: str, version: str):
     return series
 
 
-def record_request(route: str, method: str, status: int, model: str, version: str, seconds: float,
-                   timings: Timings | None = None) -> None:
+def record_request(route: str, method: str, status: int | str, model: str, version: str, seconds: float,
+                   timings: Timings | None = None, protocol: str = "http") -> None:
     """Count and time one request, and the inference work it did, in one tally update."""
-    requests, duration = _request_values(route, method, status, model, version)
+    requests, duration = _request_values(route, method, status, model, version, protocol)
     updates = [(requests, 1.0), *duration.observe(seconds)]
     if timings is not None and timings.items:
         images, sizes, decode, queue, inference = _inference_values(timings.model, timings.version)
@@ -241,20 +245,21 @@ def record_request(route: str, method: str, status: int, model: str, version: st
 # -- request hooks ----------------------------------------------------------------------------------
 
 
-def observe_request(*, route: str, method: str, path: str, status: int, seconds: float,
+def observe_request(*, route: str, method: str, path: str, status: int | str, seconds: float,
                     timings: Timings | None, model: str, version: str, request_id: str,
-                    remote_addr: str | None) -> None:
-    """Count, time and log one finished request: the one place both the Flask hook and the raw-image
-    fast lane (service/fastlane.py) report to, so their metrics and log lines cannot differ."""
+                    remote_addr: str | None, protocol: str = "http") -> None:
+    """Count, time and log one finished request: the one place the Flask hook, the raw-image fast lane
+    (service/fastlane.py) and the gRPC server (service/grpc/) report to, so their metrics and log lines
+    cannot differ."""
     if timings is not None and timings.items:
         model, version, items = timings.model, timings.version, timings.items
     else:
         items = 0
-    record_request(route, method, status, model, version, seconds, timings)
+    record_request(route, method, status, model, version, seconds, timings, protocol)
     logs.log_request(method, path, status, {
         "method": method, "route": route, "path": path, "status": status,
         "latency_ms": round(seconds * 1000, 3), "model": model, "version": version,
-        "items": items, "request_id": request_id, "remote_addr": remote_addr,
+        "items": items, "request_id": request_id, "remote_addr": remote_addr, "protocol": protocol,
     })
 
 
