@@ -14,6 +14,7 @@ from google.protobuf import descriptor_pb2
 
 from service.grpc import codegen
 
+from .grpc_helpers import our_file
 from .support import ROOT
 
 
@@ -41,25 +42,9 @@ def _messages(file_descriptor) -> dict[str, dict[str, tuple[int, int, int]]]:
     return found
 
 
-def _ours():
-    """Our descriptor, read from the generated module's text into a private pool: importing the module
-    would register ``inference.*`` in the default pool, where tritonclient's own module registers them."""
-    import ast
-
-    from google.protobuf import descriptor_pool
-
-    source = (ROOT / "service" / "grpc" / "grpc_predict_v2_pb2.py").read_text()
-    call = next(node for node in ast.walk(ast.parse(source))
-                if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "AddSerializedFile")
-    proto = descriptor_pb2.FileDescriptorProto.FromString(ast.literal_eval(call.args[0]))
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(proto)
-    return pool.FindFileByName(proto.name)
-
-
 def test_messages_agree_with_tritons_proto():
     triton = pytest.importorskip("tritonclient.grpc.service_pb2")
-    ours, theirs = _messages(_ours()), _messages(triton.DESCRIPTOR)
+    ours, theirs = _messages(our_file()), _messages(triton.DESCRIPTOR)
     shared = sorted(set(ours) & set(theirs))
     assert "inference.ModelInferRequest.InferInputTensor" in shared and len(shared) >= 20
     for message in shared:
@@ -67,7 +52,7 @@ def test_messages_agree_with_tritons_proto():
             triton_spec = theirs[message].get(field, spec)
             assert spec == triton_spec, f"{message}.{field}: ours {spec}, Triton's {triton_spec}"
     # The services agree on every method we implement: same request and response message names.
-    service = _ours().services_by_name["GRPCInferenceService"]
+    service = our_file().services_by_name["GRPCInferenceService"]
     triton_service = triton.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     for method in service.methods:
         theirs_method = triton_service.methods_by_name[method.name]
