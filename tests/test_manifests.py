@@ -19,6 +19,8 @@ from service.config import Settings
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
 KSERVE = ROOT / "deploy" / "kserve" / "inferenceservice.yaml"
+KSERVE_GRPC = ROOT / "deploy" / "kserve" / "inferenceservice-grpc.yaml"
+GRPC_PORT = 8081
 K8S_VERSION = kubernetes_validate.latest_version()  # schemas shipped with the package, no network
 SETTINGS_ENV = {f.metadata["env"] for f in fields(Settings)}
 
@@ -114,6 +116,24 @@ def test_configmap_feeds_the_deployment_with_known_settings() -> None:
     assert all(isinstance(value, str) for value in config["data"].values())
     assert config["data"]["RUNTIME_DIR"].startswith("/tmp/")  # on the emptyDir
     assert int(config["data"]["PORT"]) == 8000
+    assert int(config["data"]["GRPC_PORT"]) == GRPC_PORT
+
+
+def test_grpc_port_is_exposed_and_named() -> None:
+    """The Open Inference Protocol over gRPC: the port GRPC_PORT opens is declared everywhere, named grpc."""
+    (container,) = by_kind("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}["grpc"] == GRPC_PORT
+    service_ports = {p["name"]: p for p in by_kind("Service")["spec"]["ports"]}
+    assert service_ports["grpc"]["targetPort"] == "grpc"
+    assert service_ports["grpc"]["appProtocol"] == "kubernetes.io/h2c"
+
+    app = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["mnist-serving"]
+    grpc_ports = [p for p in app["ports"] if isinstance(p, dict) and p.get("name") == "grpc"]
+    assert [p["target"] for p in grpc_ports] == [GRPC_PORT]
+    assert int(app["environment"]["GRPC_PORT"]) == GRPC_PORT
+
+    runtime = (ROOT / "Dockerfile").read_text().split("AS runtime", 1)[1]
+    assert re.search(rf"^EXPOSE 8000 {GRPC_PORT}$", runtime, re.M)
 
 
 def test_service_hpa_pdb_point_at_the_deployment() -> None:
@@ -166,6 +186,28 @@ def test_kserve_inference_service() -> None:
         kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
     except kubernetes_validate.ValidationError as exc:
         pytest.fail(f"predictor PodSpec: {exc.message} at {'.'.join(map(str, exc.path))}")
+
+
+def test_kserve_grpc_inference_service() -> None:
+    """Knative routes one port per predictor: gRPC is its own InferenceService, its port named h2c."""
+    (isvc,) = documents(KSERVE_GRPC)
+    (http_isvc,) = documents(KSERVE)
+    assert isvc["kind"] == "InferenceService" and isvc["metadata"]["name"] != http_isvc["metadata"]["name"]
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["protocolVersion"] == "grpc-v2"
+    (container,) = predictor["containers"]
+    assert container["image"] == http_isvc["spec"]["predictor"]["containers"][0]["image"]
+    assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("h2c", GRPC_PORT)]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert set(env) <= SETTINGS_ENV and int(env["GRPC_PORT"]) == GRPC_PORT
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["tcpSocket"]["port"] == GRPC_PORT
+    pod_spec = {key: value for key, value in predictor.items() if key not in KSERVE_PREDICTOR_FIELDS}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "predictor"}, "spec": pod_spec}
+    try:
+        kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        pytest.fail(f"gRPC predictor PodSpec: {exc.message} at {'.'.join(map(str, exc.path))}")
 
 
 # --- compose and Prometheus -------------------------------------------------------------------------
