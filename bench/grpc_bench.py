@@ -160,13 +160,15 @@ def main() -> None:
     parser.add_argument("--connections", default="1,8")
     parser.add_argument("--scenarios", default="", help="comma list; default all")
     parser.add_argument("--ready-starts", type=int, default=3, help="starts with and without gRPC to time")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server (WORKER_CLASS=gthread)")
     args = parser.parse_args()
+    settings = dict(item.split("=", 1) for item in args.env)
     conns = [int(c) for c in args.connections.split(",")]
     cells = {name: calls for name, calls in scenarios().items()
              if not args.scenarios or name in args.scenarios.split(",")}
 
     grpc_port = free_port()
-    env = {"GRPC_PORT": str(grpc_port)}
+    env = {**settings, "GRPC_PORT": str(grpc_port)}
     server = start(env)
     target = f"127.0.0.1:{grpc_port}"
     results: dict[tuple[str, str, int], dict] = {}
@@ -184,13 +186,15 @@ def main() -> None:
 
     ready: dict[str, list[float]] = {"without gRPC": [], "with GRPC_PORT": []}
     for _ in range(args.ready_starts):
-        for label, start_env in (("without gRPC", {}), ("with GRPC_PORT", {"GRPC_PORT": str(free_port())})):
+        with_grpc = {**settings, "GRPC_PORT": str(free_port())}
+        for label, start_env in (("without gRPC", settings), ("with GRPC_PORT", with_grpc)):
             started = start(start_env)
             started.stop()
             ready[label].append(started.ready_seconds)
 
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores (shared; load average "
-          f"{os.getloadavg()[0]:.1f} at the end), {platform.python_implementation()} {platform.python_version()}")
+          f"{os.getloadavg()[0]:.1f} at the end), {platform.python_implementation()} {platform.python_version()}; "
+          f"settings: {settings or 'defaults'}")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\n")
     print("| scenario | protocol | conns | req/s | images/s | p50 ms | p99 ms | server CPU µs/req | errors |")
     print("|---|---|---|---|---|---|---|---|---|")
