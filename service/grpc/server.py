@@ -14,9 +14,12 @@ How it runs (measurements in bench/RESULTS.md, "gRPC"):
   answering HTTP. Under gthread/sync workers grpcio uses ordinary threads.
 * Size: grpcio's own limit is MAX_CONTENT_LENGTH plus 1 MiB, and a request over MAX_CONTENT_LENGTH (but
   under that) is refused with RESOURCE_EXHAUSTED and the REST 413 message, before it is parsed.
-* Shutdown: when the worker is told to stop (SIGTERM, ``worker.alive`` turns false), the server stops
-  taking new calls at once (clients get UNAVAILABLE and retry elsewhere) and lets calls in flight finish
-  for up to ``grace`` seconds; gunicorn.conf.py's worker_exit waits for that.
+* Shutdown: when the worker is told to stop (SIGTERM, ``worker.alive`` turns false), a watcher that
+  looks every 0.1 s stops the server: new calls are refused (UNAVAILABLE: clients retry elsewhere) and
+  calls in flight get up to ``grace`` seconds to finish; gunicorn.conf.py's worker_exit waits for that.
+  A gevent worker busy with a CPU-bound call looks only once that call yields, so a call that reaches it
+  meanwhile is still served rather than refused (tests/test_grpc.py shows both).
+* Hot reload, load and unload need nothing here: the servicer asks the worker's registry on every call.
 """
 
 from __future__ import annotations
