@@ -496,3 +496,15 @@ def test_sigterm_refuses_new_calls_at_once_when_idle():
         assert server.proc.wait(30) == 0
     finally:
         server.stop()
+
+
+def test_gthread_workers_serve_grpc_with_plain_threads():
+    """WORKER_CLASS=gthread: nothing is monkey-patched, grpcio runs its own threads; same answers, clean stop."""
+    with grpc_server(WORKER_CLASS="gthread", THREADS="4") as server, \
+            triton.InferenceServerClient(server.grpc_target) as client:
+        assert client.is_server_ready()
+        x = np.full((2, 784), 0.5, np.float32)
+        answer = client.infer("mnist", [fp32_input(x)]).as_numpy("probabilities")
+        rest = requests.post(server.url + "/v2/models/mnist/infer", json=_rest_tensor((2, 784)), timeout=30).json()
+        np.testing.assert_allclose(answer.ravel(), rest["outputs"][0]["data"], rtol=1e-6)
+    assert server.proc.returncode == 0 and "Traceback" not in server.log()

@@ -118,9 +118,9 @@ def _handler(servicer: InferenceServicer, name: str, limit: int) -> grpc.RpcMeth
 def start(plane: DataPlane, control: Control, settings: Settings) -> grpc.Server:
     """Start this worker's gRPC server on HOST:GRPC_PORT (shared with the other workers)."""
     if _gevent_patched():
-        import grpc.experimental.gevent
+        from grpc.experimental import gevent as grpc_gevent
 
-        grpc.experimental.gevent.init_gevent()
+        grpc_gevent.init_gevent()
     limit = settings.max_content_length
     servicer = InferenceServicer(plane, control)
     handlers = {name: _handler(servicer, name, limit) for name in METHODS}
