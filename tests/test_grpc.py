@@ -25,7 +25,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from .grpc_helpers import RawStub, message
-from .lifecycle_helpers import copy_repo, publish, valid_files, wait_for
+from .lifecycle_helpers import LoadGenerator, copy_repo, publish, valid_files, wait_for
 from .support import MODELS, GunicornServer, free_port
 
 TOKEN = "grpc-admin-token"
@@ -408,21 +408,33 @@ class GrpcLoad:
         return {v for start, v in list(self.answers) if start > max(since, now - window)}
 
 
+def last_old_answer(answers, since: float, new: str) -> float:
+    """Seconds from ``since`` to the start of the last call after it answered by another version."""
+    return max((start - since for start, version in answers if start >= since and version != new), default=0.0)
+
+
 def test_hot_reload_under_grpc_load_zero_failures(tmp_path):
+    """gRPC and REST under load together: a new version answers both as soon as the workers load it."""
     repo = copy_repo(tmp_path, "mnist")
-    with grpc_server(repo, POLL_INTERVAL_S="0.2") as server, GrpcLoad(server.grpc_target) as load:
+    with grpc_server(repo, POLL_INTERVAL_S="0.2") as server, GrpcLoad(server.grpc_target) as load, \
+            LoadGenerator(server.url + "/v1/models/mnist/predict", threads=2) as rest_load:
         wait_for(lambda: load.recent(0) == {"1"}, timeout=15)
         published = publish(repo, "mnist", 2, valid_files(2))
-        seconds = wait_for(lambda: load.recent(published) == {"2"}, timeout=20)
+        wait_for(lambda: load.recent(published) == {"2"}, timeout=20)
+        wait_for(lambda: {a.version for a in rest_load.snapshot() if a.start > time.monotonic() - 0.4} == {"2"},
+                 timeout=20)
         fresh = []
         for _ in range(20):  # new channels, so new connections land on every worker
             with triton.InferenceServerClient(server.grpc_target) as client:
                 fresh.append(client.infer("mnist", [fp32_input(np.zeros((1, 784)))]).get_response().model_version)
         rest = requests.get(server.url + "/v2/models/mnist", timeout=10).json()
     failures = [v for _, v in load.answers if v not in ("1", "2")]
-    print(f"\ngRPC hot reload: {len(load.answers)} calls under load (4 channels), {len(failures)} failed; "
-          f"every answer from v2 {seconds:.2f}s after publishing")
-    assert not failures, failures[:5]
+    grpc_switch = last_old_answer(load.answers, published, "2")
+    rest_switch = last_old_answer([(a.start, a.version) for a in rest_load.snapshot()], published, "2")
+    print(f"\nhot reload: {len(load.answers)} gRPC calls (4 channels) and {len(rest_load.snapshot())} REST "
+          f"requests (2 connections) under load, {len(failures)} + {len(rest_load.failures())} failed; last "
+          f"answer from v1 {grpc_switch:.2f}s (gRPC) and {rest_switch:.2f}s (REST) after publishing v2")
+    assert not failures and not rest_load.failures(), (failures[:5], rest_load.failures()[:5])
     assert set(fresh) == {"2"} and "2" in rest["versions"]
 
 
