@@ -1,7 +1,7 @@
 """gRPC next to REST on the same server and the same load driver: the Open Inference Protocol both ways.
 
     .venv/bin/python bench/grpc_bench.py                       # about 3 minutes
-    .venv/bin/python bench/grpc_bench.py --connections 1,8 --duration 5 --repeat 2
+    .venv/bin/python bench/grpc_bench.py --connections 1,8 --duration 4 --repeat 3 --scenarios v2bin1024
 
 One service (2 gevent workers, GRPC_PORT set) answers both protocols. The load driver is the same for
 both: one closed-loop client process per connection, sending a pre-built request (REST: ``http.client``
@@ -97,14 +97,21 @@ def client(call: Call, http_port: int, grpc_target: str, barrier, duration: floa
         conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)
 
         def once() -> None:
-            conn.request("POST", call.path, body=call.body, headers=call.headers)
-            response = conn.getresponse()
-            response.read()
+            try:
+                conn.request("POST", call.path, body=call.body, headers=call.headers)
+                response = conn.getresponse()
+                response.read()
+            except Exception:
+                conn.close()  # the next request reconnects (a half-sent request poisons the connection)
+                raise
             if response.status != 200:
                 raise RuntimeError(f"HTTP {response.status}")
 
-    once()  # connect and warm up outside the window
-    latencies, errors = [], 0
+    once()  # warm up outside the window
+    if call.protocol == "rest":
+        # The others may take longer to start than gunicorn keeps an idle connection (keepalive, 5 s).
+        conn.close()
+    latencies, errors, first_error = [], 0, ""
     barrier.wait()
     end = time.time() + duration
     while time.time() < end:
@@ -112,9 +119,10 @@ def client(call: Call, http_port: int, grpc_target: str, barrier, duration: floa
         try:
             once()
             latencies.append(time.perf_counter() - began)
-        except Exception:  # noqa: BLE001 - counted
+        except Exception as exc:  # noqa: BLE001 - counted and shown
             errors += 1
-    results.put((latencies, errors))
+            first_error = first_error or repr(exc)[:120]
+    results.put((latencies, errors, first_error))
 
 
 def run_cell(server: GunicornServer, grpc_target: str, call: Call, connections: int, duration: float) -> dict:
@@ -131,7 +139,7 @@ def run_cell(server: GunicornServer, grpc_target: str, call: Call, connections: 
     cpu = cpu_seconds(pids) - cpu_before
     for proc in procs:
         proc.join()
-    latencies = sorted(lat for lats, _ in gathered for lat in lats)
+    latencies = sorted(lat for lats, _, _ in gathered for lat in lats)
     count = len(latencies)
     return {
         "rps": count / duration,
@@ -139,13 +147,15 @@ def run_cell(server: GunicornServer, grpc_target: str, call: Call, connections: 
         "p50": latencies[count // 2] * 1000 if count else float("nan"),
         "p99": latencies[min(count - 1, int(count * 0.99))] * 1000 if count else float("nan"),
         "cpu_us": cpu / max(1, count) * 1e6,
-        "errors": sum(errors for _, errors in gathered),
+        "errors": sum(errors for _, errors, _ in gathered),
+        "first_error": next((error for _, _, error in gathered if error), ""),
     }
 
 
 def median_cell(runs: list[dict]) -> dict:
     merged = {key: statistics.median(run[key] for run in runs) for key in ("rps", "images", "p50", "p99", "cpu_us")}
     merged["errors"] = sum(run["errors"] for run in runs)
+    merged["first_error"] = next((run["first_error"] for run in runs if run["first_error"]), "")
     return merged
 
 
@@ -155,8 +165,8 @@ def start(env: dict[str, str]) -> GunicornServer:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
-    parser.add_argument("--repeat", type=int, default=2, help="runs per cell, alternating REST and gRPC")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per cell, alternating REST and gRPC")
     parser.add_argument("--connections", default="1,8")
     parser.add_argument("--scenarios", default="", help="comma list; default all")
     parser.add_argument("--ready-starts", type=int, default=3, help="starts with and without gRPC to time")
@@ -200,8 +210,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for (name, protocol, c), r in results.items():
         print(f"| {name} | {protocol} | {c} | {r['rps']:,.0f} | {r['images']:,.0f} | {r['p50']:.2f} | "
-              f"{r['p99']:.2f} | {r['cpu_us']:,.0f} | {r['errors']} |")
-    for label, seconds in ready.items():
+              f"{r['p99']:.2f} | {r['cpu_us']:,.0f} | {r['errors']} {r['first_error']} |")
+    for label, seconds in ready.items() if args.ready_starts else ():
         print(f"\nready {label}: median {statistics.median(seconds):.2f} s ({', '.join(f'{s:.2f}' for s in seconds)})",
               end="")
     print()
