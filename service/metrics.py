@@ -53,7 +53,7 @@ from . import logs
 
 if TYPE_CHECKING:
     from .dataplane import Timings
-    from .registry import RegistryEvents
+    from .registry import ModelRegistry, RegistryEvents
     from .runtime import LoadedModel
 
 # prometheus-client chooses its storage from this variable when it is imported; gunicorn.conf.py
@@ -258,7 +258,7 @@ def observe_request(*, route: str, method: str, path: str, status: int, seconds:
     })
 
 
-def instrument(app: Flask) -> None:
+def instrument(app: Flask, registry: ModelRegistry) -> None:
     """Time every request, count it, log it as one JSON line and echo its ``X-Request-ID``."""
 
     @app.before_request
@@ -274,7 +274,7 @@ def instrument(app: Flask) -> None:
         rule = req.url_rule
         timings = getattr(ctx, "timings", None)
         model, version = ("", "") if timings is not None and timings.items else served_model(
-            app, req.view_args)
+            registry, req.view_args)
         rid = getattr(ctx, "request_id", None) or logs.request_id(None)
         response.headers[logs.REQUEST_ID_HEADER] = rid
         observe_request(route=rule.rule if rule is not None else "unmatched", method=req.method,
@@ -283,7 +283,7 @@ def instrument(app: Flask) -> None:
         return response
 
 
-def served_model(app: Flask, view_args: dict | None) -> tuple[str, str]:
+def served_model(registry: ModelRegistry, view_args: dict | None) -> tuple[str, str]:
     """The model (and version) a non-inference request named, if it is served; "" otherwise.
 
     Only names and versions the registry actually serves become label values, so a client cannot grow
@@ -292,7 +292,7 @@ def served_model(app: Flask, view_args: dict | None) -> tuple[str, str]:
     name = view_args.get("name") if view_args else None
     if not name:
         return "", ""
-    served = app.extensions["dataplane"].registry.served().get(name)
+    served = registry.served().get(name)
     if served is None:
         return "", ""
     version = view_args.get("version")

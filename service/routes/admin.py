@@ -16,11 +16,11 @@ from __future__ import annotations
 import hmac
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from ..control import Control
 from ..errors import BadRequest
-from ..http import dataplane, json_error, json_response, read_body
+from ..http import current_service, dataplane, json_error, json_response, read_body
 from ..repository import valid_model_name
 
 bp = Blueprint("admin", __name__, url_prefix="/v2/repository")
@@ -31,7 +31,7 @@ REALM = 'Bearer realm="model-repository"'
 
 
 def control() -> Control:
-    return current_app.extensions["control"]
+    return current_service().control
 
 
 @bp.before_request
