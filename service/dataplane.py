@@ -197,7 +197,7 @@ class DataPlane:
             "inputs": [
                 {"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, FEATURES]},
                 {"name": IMAGE_INPUT_NAME, "datatype": "BYTES", "shape": [-1],
-                 "parameters": {"content": "encoded image (PNG, JPEG, ...), alternative to 'input'"}},
+                 "parameters": {"content": f"encoded image (PNG, JPEG, ...), alternative to '{INPUT_NAME}'"}},
             ],
             "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, NUM_CLASSES]}],
             "parameters": {
