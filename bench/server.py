@@ -117,7 +117,7 @@ class GunicornServer:
     def metrics(self, timeout: float = 10.0) -> requests.Response:
         """The /metrics response once every worker has written its request tallies.
 
-        Workers add request metrics up in memory and write them every 0.1 s (service/metrics.py), so
+        Workers add request metrics up in memory and write them every 0.1 s (service/metrics/tally.py), so
         this waits for two scrapes 0.25 s apart that agree.
         """
         deadline = time.monotonic() + timeout
