@@ -18,6 +18,7 @@ from .config import Settings
 from .contract import FEATURES, IMAGE_INPUT_NAME, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
 from .errors import BadRequest, ServiceError
 from .items import check_item_count
+from .model_status import model_status
 from .pictures.decode import decode_image
 from .pictures.normalise import batch_to_model_input
 from .registry import ModelRegistry
@@ -208,6 +209,6 @@ class DataPlane:
                 "created": card.get("created"),
                 "metrics": card.get("metrics", {}),
                 "sha256": model.card.sha256,
-                "status": self.registry.status(model.name)["versions"],
+                "status": model_status(self.registry, model.name)["versions"],
             },
         }
