@@ -57,10 +57,11 @@ from training.data import load_idx_folder  # noqa: E402
 PODMAN = os.environ.get("PODMAN", "podman")
 MNIST_DIR = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))
 failures: list[str] = []
+PREFIX = ["kube-play"]  # compose_test.py says "compose"
 
 
 def log(message: str) -> None:
-    print(f"kube-play: {message}", flush=True)
+    print(f"{PREFIX[0]}: {message}", flush=True)
 
 
 def check(name: str, ok: bool, detail: str) -> bool:
