@@ -11,10 +11,11 @@ mappings, and the default bridge network is not reachable here). Checks, one log
 - ready: the readiness route answers 200 within the startup probe's budget
   (initialDelaySeconds + periodSeconds x failureThreshold);
 - a real MNIST test digit, posted as a PNG, is predicted correctly (9 of 10 at least);
-- the process runs as the pod's runAsUser, not 0; the root filesystem is read-only, every volume the
-  Deployment mounts is writable;
-- the ConfigMap's settings are in effect: in the environment, and in the log (WORKERS workers booted,
-  LOG_LEVEL=INFO request lines written);
+- the process runs as the pod's runAsUser, not 0 (podman does not enforce runAsNonRoot; this does); the
+  root filesystem is read-only, every volume the Deployment mounts is writable;
+- the ConfigMap's settings are in effect: the environment is the one a kubelet computes (envFrom, then
+  env, which wins -- podman 4.3 lets envFrom win, so a Deployment overriding a ConfigMap key fails here
+  rather than passing on a difference), and in the log (WORKERS workers booted, INFO request lines);
 - the Secret's token is accepted by the admin API, and a wrong one refused (401);
 - ``/metrics`` is served with the request counters;
 - drain, in the order a kubelet uses: the preStop exec hook, SIGTERM with terminationGracePeriodSeconds,
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import http.client
 import io
 import json
@@ -95,6 +97,13 @@ def ask(port: int, method: str, path: str, body: bytes = b"", headers: dict | No
         return response.status, response.read()
     finally:
         conn.close()
+
+
+@functools.cache
+def mnist_test() -> tuple[np.ndarray, np.ndarray]:
+    """The real MNIST test images and labels (../shared/data/mnist; MNIST_DIR to point elsewhere)."""
+    data = load_idx_folder(MNIST_DIR, "mnist")
+    return data.x_test, data.y_test
 
 
 def png(image: np.ndarray) -> bytes:
@@ -176,8 +185,7 @@ def wait_ready(pod: PlayedPod, port: int, started: float, budget: float) -> floa
 
 
 def check_prediction(port: int) -> None:
-    test = load_idx_folder(MNIST_DIR, "mnist")
-    images, labels = test.x_test[:10], test.y_test[:10]
+    images, labels = (part[:10] for part in mnist_test())
     correct = 0
     for image, label in zip(images, labels, strict=True):
         status, body = ask(port, "POST", "/predict", png(image), {"Content-Type": "image/png"})
@@ -207,22 +215,53 @@ def check_user_and_filesystem(pod: PlayedPod) -> None:
               f"{mount['mountPath']} writable ({wrote.stderr.decode().strip() or 'ok'})")
 
 
-def check_configmap(pod: PlayedPod, configmaps: list[dict], port: int) -> None:
+def kubernetes_env(container: dict, documents: list[dict]) -> dict[str, str]:
+    """The environment a kubelet gives the container: envFrom in order, then env, which wins."""
+    by_name = {(doc["kind"], doc["metadata"]["name"]): doc for doc in documents}
+
+    def values(kind: str, name: str) -> dict[str, str]:
+        doc = by_name[(kind, name)]
+        if kind == "Secret":
+            return {key: base64.b64decode(value).decode() for key, value in doc.get("data", {}).items()}
+        return dict(doc.get("data", {}))
+
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        kind, ref = ("ConfigMap", source["configMapRef"]) if "configMapRef" in source else ("Secret",
+                                                                                              source["secretRef"])
+        env.update({source.get("prefix", "") + key: value for key, value in values(kind, ref["name"]).items()})
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        elif ref := item.get("valueFrom", {}).get("configMapKeyRef"):
+            env[item["name"]] = values("ConfigMap", ref["name"])[ref["key"]]
+        elif ref := item.get("valueFrom", {}).get("secretKeyRef"):
+            env[item["name"]] = values("Secret", ref["name"])[ref["key"]]
+    return env
+
+
+def check_configmap(pod: PlayedPod, documents: list[dict], port: int) -> None:
+    configmaps = [doc for doc in documents if doc["kind"] == "ConfigMap"]
     data = {key: value for doc in configmaps for key, value in doc.get("data", {}).items()}
+    want = kubernetes_env(pod.pod_spec["containers"][0], documents)
     env = dict(line.split("=", 1) for line in pod.exec("env").stdout.decode().splitlines() if "=" in line)
-    wrong = {key: env.get(key) for key, value in data.items() if env.get(key) != value}
-    check("configmap env", not wrong, f"{len(data)} settings in the environment"
-          + (f"; differ: {wrong}" if wrong else ""))
+    wrong = {key: f"{env.get(key)!r}, Kubernetes: {value!r}" for key, value in want.items()
+             if env.get(key) != value and key != "ADMIN_TOKEN"}
+    token_ok = env.get("ADMIN_TOKEN") == want.get("ADMIN_TOKEN")
+    check("configmap env", not wrong and token_ok,
+          f"{len(want)} variables as Kubernetes sets them ({len(data)} from the ConfigMap, the rest from "
+          f"env and the Secret)" + (f"; differ: {wrong}" if wrong else "")
+          + ("" if token_ok else "; ADMIN_TOKEN differs"))
 
     # ... and what the service made of them, in its log.
     ask(port, "GET", "/v2/models/mnist")
     lines = [json.loads(line) for line in pod.logs().splitlines() if line.startswith("{")]
     booted = sum("Booting worker" in line.get("message", "") for line in lines)
     requests_logged = sum(line.get("logger") == "service.request" for line in lines)
-    workers = int(data.get("WORKERS", "0") or 0)
+    workers = int(want.get("WORKERS", "0") or 0)
     if workers:
         check("configmap WORKERS", booted == workers, f"{booted} workers booted (WORKERS={workers})")
-    level = data.get("LOG_LEVEL", "INFO").upper()
+    level = want.get("LOG_LEVEL", "INFO").upper()
     if level in ("DEBUG", "INFO"):
         check("configmap LOG_LEVEL", requests_logged > 0,
               f"{requests_logged} INFO request lines in the log (LOG_LEVEL={level})")
@@ -287,7 +326,7 @@ def _send(port: int, body: bytes, traffic: Traffic) -> None:
 def drain(pod: PlayedPod, port: int, order: str) -> None:
     container = pod.pod_spec["containers"][0]
     grace = pod.pod_spec.get("terminationGracePeriodSeconds", 30)
-    images = load_idx_folder(MNIST_DIR, "mnist").x_test[:1000]
+    images = mnist_test()[0][:1000]
     # Big enough that requests are surely being worked on when SIGTERM arrives.
     body = json.dumps({"instances": (images.reshape(len(images), -1) / 255.0).round(3).tolist()}).encode()
     traffic = Traffic()
@@ -349,6 +388,8 @@ def drain(pod: PlayedPod, port: int, order: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--image", required=True, help="the image just built, e.g. localhost/mnist-serving:ci")
+    parser.add_argument("--manifests", type=Path, default=ROOT / "deploy" / "k8s",
+                        help="the kustomization folder (default: deploy/k8s)")
     parser.add_argument("--stop-order", choices=("kubelet", "pod"), default="kubelet",
                         help="kubelet: preStop, SIGTERM to the app, then kube down (default); pod: "
                         "`podman pod stop` as a bare `podman kube down` does (cuts in-flight requests)")
@@ -356,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
 
     port = free_port()
     token = base64.urlsafe_b64encode(os.urandom(18)).decode()
-    documents = render(args.image, host_port=port, secrets={"ADMIN_TOKEN": token}, suffix=f"-ci{os.getpid()}")
+    documents = render(args.image, host_port=port, secrets={"ADMIN_TOKEN": token}, suffix=f"-ci{os.getpid()}",
+                       folder=args.manifests)
     pod = PlayedPod(documents)
     container = pod.pod_spec["containers"][0]
     budget = startup_budget(container)
@@ -372,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         check_prediction(port)
         check_user_and_filesystem(pod)
-        check_configmap(pod, [d for d in documents if d["kind"] == "ConfigMap"], port)
+        check_configmap(pod, documents, port)
         check_admin_token(port, token)
         check_metrics(port)
         drain(pod, port, args.stop_order)
