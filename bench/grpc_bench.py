@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench import cpu_seconds, png, server_pids, v2_binary  # noqa: E402
-from tests.support import MODELS, GunicornServer, free_port, mnist_test_set  # noqa: E402
+from bench.server import MODELS, GunicornServer, free_port, mnist_test_set  # noqa: E402
+from service.contract import FEATURES, IMAGE_INPUT_NAME, INPUT_NAME  # noqa: E402
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
@@ -64,20 +65,21 @@ def grpc_request(name: str, datatype: str, shape: list[int], raw: bytes) -> byte
 
 def scenarios() -> dict[str, list[Call]]:
     images, _ = mnist_test_set()
-    x = images[:1024].reshape(1024, 784).astype("<f4") / np.float32(255)
+    x = images[:1024].reshape(1024, FEATURES).astype("<f4") / np.float32(255)
     v2_body, v2_header = v2_binary(x)
     one_png = png(images[0])
     return {
         "v2bin1024": [
             Call("rest", "/v2/models/mnist/infer", v2_body, 1024, {
                 "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(v2_header)}),
-            Call("grpc", METHOD, grpc_request("input", "FP32", [1024, 784], x.tobytes()), 1024),
+            Call("grpc", METHOD, grpc_request(INPUT_NAME, "FP32", [1024, FEATURES], x.tobytes()), 1024),
         ],
         "png1": [
             Call("rest", "/predict", one_png, 1, {"Content-Type": "image/png"}),
-            Call("grpc", METHOD, grpc_request("image", "BYTES", [1], len(one_png).to_bytes(4, "little") + one_png), 1),
+            Call("grpc", METHOD, grpc_request(IMAGE_INPUT_NAME, "BYTES", [1],
+                                              len(one_png).to_bytes(4, "little") + one_png), 1),
         ],
-        "fp32x1": [Call("grpc", METHOD, grpc_request("input", "FP32", [1, 784], x[:1].tobytes()), 1)],
+        "fp32x1": [Call("grpc", METHOD, grpc_request(INPUT_NAME, "FP32", [1, FEATURES], x[:1].tobytes()), 1)],
     }
 
 

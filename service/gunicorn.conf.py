@@ -167,17 +167,17 @@ def pre_fork(server, worker) -> None:
 def post_worker_init(worker) -> None:
     """Create onnxruntime sessions in the worker, after fork; warm-up runs before it takes requests.
 
-    With GRPC_PORT set, start the worker's gRPC server on the same data plane (service/grpc/server.py).
+    With GRPC_PORT set, start the worker's gRPC server on the same service (service/grpc/server.py).
     """
-    from service.app import start_models
+    from service.http import service_of
 
-    extensions = getattr(worker.wsgi, "extensions", {})
-    if "dataplane" in extensions:  # bench/ serves a bare app with this file
-        start_models(worker.wsgi)
-        if _settings.grpc_port:
+    service = service_of(worker.wsgi)
+    if service is not None:  # bench/ serves a bare app with this file
+        service.start()
+        if service.settings.grpc_port:
             from service.grpc import server as grpc_server
 
-            server = grpc_server.start(extensions["dataplane"], extensions["control"], _settings)
+            server = grpc_server.start(service.plane, service.control, service.settings)
             worker.grpc_stopped = grpc_server.stop_when(server, lambda: not worker.alive, graceful_timeout / 2)
 
 

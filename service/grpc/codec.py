@@ -26,8 +26,9 @@ import numpy as np
 from service.codecs.tensors import validate_batch
 from service.codecs.v2 import RequestedOutput
 from service.contract import FEATURES, IMAGE_INPUT_NAME, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME, SIDE
-from service.errors import BadRequest, PayloadTooLarge
+from service.errors import BadRequest
 from service.grpc import grpc_predict_v2_pb2 as pb
+from service.items import check_item_count
 
 _LENGTH = struct.Struct("<I")
 _TENSOR_SHAPES = f"[N, {FEATURES}] or [N, {SIDE}, {SIDE}]"
@@ -132,19 +133,13 @@ def _string_parameter(params, key: str, where: str) -> str | None:
 def _check_tensor_shape(shape: list[int], max_items: int) -> None:
     if len(shape) not in (2, 3) or shape[1:] not in ([FEATURES], [SIDE, SIDE]) or shape[0] < 0:
         raise BadRequest(f"inputs[0].shape is {shape}; expected {_TENSOR_SHAPES}")
-    if shape[0] == 0:
-        raise BadRequest("inputs[0] is empty (shape[0] is 0); send at least one image")
-    if shape[0] > max_items:
-        raise PayloadTooLarge(f"inputs[0] has {shape[0]} items; send at most {max_items} per request")
+    check_item_count(shape[0], max_items, "inputs[0]", empty_detail=" (shape[0] is 0)")
 
 
 def _bytes_count(shape: list[int], max_items: int) -> int:
     if len(shape) not in (1, 2) or len(shape) == 2 and shape[1] != 1 or shape[0] < 0:
         raise BadRequest(f"inputs[0].shape is {shape}; BYTES input (image files) must have shape [N] or [N, 1]")
-    if shape[0] == 0:
-        raise BadRequest("inputs[0] is empty (shape[0] is 0); send at least one image")
-    if shape[0] > max_items:
-        raise PayloadTooLarge(f"inputs[0] has {shape[0]} images; send at most {max_items} per request")
+    check_item_count(shape[0], max_items, "inputs[0]", noun="images", empty_detail=" (shape[0] is 0)")
     return shape[0]
 
 

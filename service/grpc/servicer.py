@@ -15,6 +15,7 @@ from service.dataplane import DataPlane, Timings
 from service.errors import BadRequest, Forbidden, NotFound, ServiceError, Unauthorized, Unavailable
 from service.grpc import grpc_predict_v2_pb2 as pb
 from service.grpc.codec import decode_infer_request, encode_infer_response
+from service.model_status import repository_index
 from service.repository import valid_model_name
 
 
@@ -66,7 +67,7 @@ class InferenceServicer:
         model = self._model(request.model_name, request.model_version, timings)
         decoded = decode_infer_request(request, max_items=plane.settings.max_batch_items)
         if decoded.images is not None:
-            batch = plane.images_to_batch(decoded.images, model, decoded.preprocess)
+            batch = plane.images_to_batch(decoded.images, model, decoded.preprocess, where="inputs[0]")
         else:
             batch = decoded.batch
         probabilities = plane.infer(model, batch, timings)
@@ -81,7 +82,7 @@ class InferenceServicer:
         self, request: pb.RepositoryIndexRequest, metadata: dict, timings: Timings
     ) -> pb.RepositoryIndexResponse:
         self._require_token(metadata)
-        rows = self.plane.registry.repository_index(ready=request.ready)
+        rows = repository_index(self.plane.registry, ready=request.ready)
         index = pb.RepositoryIndexResponse.ModelIndex
         return pb.RepositoryIndexResponse(models=[index(**row) for row in rows])
 
