@@ -460,17 +460,18 @@ def test_sigterm_lets_the_call_in_flight_finish():
                 client.get_model_repository_index(headers=AUTH)
             assert off.value.status() == "StatusCode.PERMISSION_DENIED"
             outcome: dict[str, object] = {}
-            files = [big_jpeg()] * 8
+            files = [big_jpeg()] * 16
 
             def slow_call() -> None:
                 try:
                     outcome["result"] = client.infer("mnist", [image_input(files)], client_timeout=60)
                 except Exception as exc:
                     outcome["error"] = exc
+                outcome["finished"] = time.monotonic()
 
             caller = threading.Thread(target=slow_call)
             caller.start()
-            time.sleep(1.0)  # the call is being decoded (8 x ~0.3 s)
+            time.sleep(0.5)  # the call is being decoded (16 x 0.15-0.4 s)
             server.proc.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
             time.sleep(0.5)
@@ -488,7 +489,8 @@ def test_sigterm_lets_the_call_in_flight_finish():
     print(f"\nSIGTERM: the call in flight {'completed' if 'result' in outcome else outcome}; a call 0.5 s "
           f"after SIGTERM: {late_outcome}; the server exited {exited:.1f}s after SIGTERM with {code}")
     assert "error" not in outcome, outcome.get("error")
-    assert outcome["result"].as_numpy("probabilities").shape == (8, 10)
+    assert outcome["result"].as_numpy("probabilities").shape == (16, 10)
+    assert outcome["finished"] > signalled, "the call ended before SIGTERM: it was not in flight"
     assert late_outcome in ("served (version 1)", "StatusCode.UNAVAILABLE")
     assert code == 0
     assert "gRPC server stopping" in server.log() and "Traceback" not in server.log()
