@@ -328,6 +328,14 @@ def test_bad_input_matrix(server, stub, case):
         assert error.value.details() == rest.json()["error"]
 
 
+def test_bytes_that_are_not_a_message_are_invalid_argument(stub):
+    garbage = stub.channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")  # bytes in, bytes out
+    with pytest.raises(grpc.RpcError) as error:
+        garbage(b"\xff\xff\xff\xff", timeout=30)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid inference.ModelInferRequest" in error.value.details()
+
+
 def test_message_size_follows_max_content_length(server, stub, client):
     over = _infer(shape=(1400, 784), raw=_fp32(1400))  # 4.4 MB > 4 MiB
     with pytest.raises(grpc.RpcError) as error:

@@ -13,7 +13,8 @@ How it runs (measurements in bench/RESULTS.md, "gRPC"):
   that hub, like the HTTP handlers. Without it grpcio's poller blocks the hub and the worker stops
   answering HTTP. Under gthread/sync workers grpcio uses ordinary threads.
 * Size: grpcio's own limit is MAX_CONTENT_LENGTH plus 1 MiB, and a request over MAX_CONTENT_LENGTH (but
-  under that) is refused with RESOURCE_EXHAUSTED and the REST 413 message, before it is parsed.
+  under that) is refused with RESOURCE_EXHAUSTED and the REST 413 message, before it is parsed. Bytes
+  that are not a protobuf message are INVALID_ARGUMENT (grpcio alone would say INTERNAL).
 * Shutdown: when the worker is told to stop (SIGTERM, ``worker.alive`` turns false), a watcher that
   looks every 0.1 s stops the server: new calls are refused (UNAVAILABLE: clients retry elsewhere) and
   calls in flight get up to ``grace`` seconds to finish; gunicorn.conf.py's worker_exit waits for that.
@@ -31,12 +32,13 @@ from collections.abc import Callable
 from concurrent import futures
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from service import logs, metrics
 from service.config import Settings
 from service.control import Control
 from service.dataplane import DataPlane, Timings
-from service.errors import PayloadTooLarge, ServiceError
+from service.errors import BadRequest, PayloadTooLarge, ServiceError
 from service.grpc import grpc_predict_v2_pb2 as pb
 from service.grpc.servicer import METHODS, InferenceServicer
 
@@ -60,18 +62,26 @@ STATUS_CODES = {
 }
 
 
-class _TooLarge:
-    """What the deserializer hands over instead of a message over MAX_CONTENT_LENGTH (never parsed)."""
+class _Refused:
+    """What the deserializer hands over instead of a message it will not parse, so that the handler
+    answers with the REST message and status (grpcio itself would answer INTERNAL)."""
 
-    __slots__ = ("size",)
+    __slots__ = ("error",)
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    def __init__(self, error: ServiceError) -> None:
+        self.error = error
 
 
 def _deserializer(message_class, limit: int) -> Callable[[bytes], object]:
     def deserialize(data: bytes) -> object:
-        return _TooLarge(len(data)) if len(data) > limit else message_class.FromString(data)
+        if len(data) > limit:
+            return _Refused(PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes "
+                                            "(MAX_CONTENT_LENGTH)"))
+        try:
+            return message_class.FromString(data)
+        except DecodeError:
+            return _Refused(BadRequest(f"the request is not a valid {message_class.DESCRIPTOR.full_name} "
+                                       "message (protobuf)"))
 
     return deserialize
 
@@ -90,9 +100,8 @@ def _handler(servicer: InferenceServicer, name: str, limit: int) -> grpc.RpcMeth
         request_id = logs.request_id(metadata.get("x-request-id"))
         code, message, response = grpc.StatusCode.OK, "", None
         try:
-            if isinstance(request, _TooLarge):
-                raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes "
-                                      "(MAX_CONTENT_LENGTH)")
+            if isinstance(request, _Refused):
+                raise request.error
             response = call(request, metadata, timings)
         except ServiceError as exc:
             code, message = STATUS_CODES.get(exc.status, grpc.StatusCode.INTERNAL), exc.message
