@@ -46,7 +46,8 @@ class InferenceServicer:
     def ServerMetadata(
         self, request: pb.ServerMetadataRequest, metadata: dict, timings: Timings
     ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(**self.plane.server_metadata())
+        meta = self.plane.server_metadata()
+        return pb.ServerMetadataResponse(name=meta["name"], version=meta["version"], extensions=meta["extensions"])
 
     def ModelMetadata(
         self, request: pb.ModelMetadataRequest, metadata: dict, timings: Timings
