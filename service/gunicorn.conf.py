@@ -164,6 +164,14 @@ def pre_fork(server, worker) -> None:
         gc.enable()
 
 
+def on_starting(server) -> None:
+    """With GRPC_PORT set, refuse to start when another server already has it (service/grpc/port.py)."""
+    if _settings.grpc_port:
+        from service.grpc.port import ensure_free
+
+        ensure_free(_settings.host, _settings.grpc_port)
+
+
 def post_worker_init(worker) -> None:
     """Create onnxruntime sessions in the worker, after fork; warm-up runs before it takes requests.
 

@@ -519,6 +519,17 @@ def test_sigterm_refuses_new_calls_at_once_when_idle():
         server.stop()
 
 
+def test_a_second_server_on_the_same_grpc_port_refuses_to_start(server):
+    """SO_REUSEPORT lets the workers share the port; it must not let another server share it silently."""
+    port = server.grpc_target.rsplit(":", 1)[1]
+    second = GunicornServer(MODELS, env={"GRPC_PORT": port})
+    try:
+        with pytest.raises(RuntimeError, match=f"GRPC_PORT {port} on 127.0.0.1 is in use"):
+            second.start(timeout=30)
+    finally:
+        second.stop()  # a server that did start must not outlive the test
+
+
 def test_gthread_workers_serve_grpc_with_plain_threads():
     """WORKER_CLASS=gthread: nothing is monkey-patched, grpcio runs its own threads; same answers, clean stop."""
     with grpc_server(WORKER_CLASS="gthread", THREADS="4") as server, \
