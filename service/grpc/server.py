@@ -6,7 +6,8 @@ How it runs (measurements in bench/RESULTS.md, "gRPC"):
   spreads gRPC connections over the workers as gunicorn's shared socket spreads HTTP ones. Each server
   calls the worker's own data plane, registry and admin control: a hot reload, a load or an unload is
   seen by gRPC exactly when REST sees it, and onnxruntime sessions stay per worker, created after fork.
-  grpcio is imported only here, after fork (its core starts threads that do not survive a fork).
+  grpcio is imported only here, after fork (its core starts threads that do not survive a fork). The
+  master refuses to start when another server already listens on the port (service/grpc/port.py).
 * Under the gevent worker (the default) everything the app made is cooperative (gunicorn.conf.py
   patches before preloading), so gRPC must be too: ``grpc.experimental.gevent.init_gevent()`` makes
   grpcio's completion-queue waits yield to the worker's hub, and its handler "threads" are greenlets on
