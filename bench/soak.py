@@ -330,6 +330,19 @@ def memory_table(levels: list[dict[str, dict[str, float]]], roles: list[str]) ->
     return lines
 
 
+def reload_step(levels: list[dict[str, dict[str, float]]], during: int) -> str:
+    """The hot reload's own effect on memory: the interval before it against the one after it.
+
+    A reload loads a new session in every worker and frees the old one; a one-off step here is the price
+    of a reload, a step that repeats with every reload would be a leak. The verdict's growth includes it.
+    """
+    if during < 1 or during + 1 >= len(levels):
+        return "\n(the hot reload fell in the first or last interval: no before/after comparison)"
+    before, after = (sum(v["pss"] for v in levels[i].values()) for i in (during - 1, during + 1))
+    return (f"\nthe hot reload (interval {during + 1}): server PSS {before:.1f} MiB in the interval before it, "
+            f"{after:.1f} MiB in the one after ({(after - before) / before * 100:+.1f} %)")
+
+
 @dataclass
 class Verdict:
     warm_interval: int
@@ -397,6 +410,7 @@ def report(args: argparse.Namespace, load: Load, sampler: Sampler, reload_at: fl
     print("\nmemory and descriptors per interval (median of samples every "
           f"{sampler.every:g} s; fds: open descriptors apart from live client connections)\n")
     print("\n".join(memory_table(levels, roles)))
+    print(reload_step(levels, int(reload_at // args.interval)))
 
     verdict = Verdict(warm_index(count) + 1)
     growth_checks(verdict, levels, roles, args.max_growth)

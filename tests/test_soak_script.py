@@ -1,8 +1,8 @@
 """bench/soak.py as a user runs it: a 12-second soak against a real gunicorn, read from its printed report.
 
-Twelve seconds are all warm-up for memory (the workers' first allocations), so this run allows 50 %
-growth: it checks that the tool drives every kind of request, sees the hot reload land, counts errors and
-prints its tables, not that the server is leak-free (that is the 10-minute run's job, bench/RESULTS.md).
+Twelve seconds are mostly warm-up for memory (the workers' first allocations: up to +8 % seen), so this
+run allows 30 % growth: it checks that the tool drives every kind of request, sees the hot reload land,
+counts errors and prints its tables, not that the server is leak-free (the 10-minute run's job).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def test_short_soak_reports_counts_zero_errors_and_the_verdict():
     before = committed_versions()
     run = subprocess.run(
         [sys.executable, "bench/soak.py", "--minutes", "0.2", "--interval", "3", "--rate", "20",
-         "--max-growth", "50"],
+         "--max-growth", "30"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     output = run.stdout + run.stderr
