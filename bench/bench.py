@@ -1,6 +1,6 @@
 """Benchmark the service against two bare Flask endpoints under the same gunicorn settings, with wrk.
 
-    .venv/bin/python bench/bench.py                  # the full table (about 9 minutes)
+    .venv/bin/python bench/bench.py                  # the full table (about 10 minutes)
     .venv/bin/python bench/bench.py --repeat 1 --connections 1,64 --scenarios png28,v2bin1024
     .venv/bin/python bench/bench.py --env THREADS=4  # try other settings (all servers get them)
     .venv/bin/python bench/bench.py --bare sync      # only the sync yardstick
