@@ -31,7 +31,8 @@ os.environ.setdefault("MODEL_REPOSITORY", str(ROOT / "models"))
 os.environ.setdefault("POLL_INTERVAL_S", "0")
 
 from bench.bare_app import app as bare  # noqa: E402
-from bench.bench import mnist_test_set, png  # noqa: E402
+from bench.payloads import png  # noqa: E402
+from bench.server import mnist_test_set  # noqa: E402
 from service import logs, metrics  # noqa: E402
 from service.app import create_app  # noqa: E402
 
