@@ -273,10 +273,25 @@ def test_cors_any_origin(tmp_path):
 # -- admin token --------------------------------------------------------------------------------------
 
 
-def test_admin_token_is_compared_in_constant_time():
-    """Review check, kept as a test so a refactor cannot quietly drop it."""
+def test_admin_token_check_calls_hmac_compare_digest():
+    """A source review check, named for what it checks: the token comparison goes through
+    ``hmac.compare_digest`` (constant time by construction), never ``==``. Timing itself is not
+    measured: on two shared cores such a test would fail at random; wrong tokens are refused in
+    test_admin.py and just below."""
     from service.routes import admin
 
     source = inspect.getsource(admin)
     assert "hmac.compare_digest(" in source
     assert "== token" not in source and "token ==" not in source
+
+
+@pytest.mark.parametrize("given", ["t\u00f6ken", "\u00e9" * 16, "test-admin-token\u00ff", ""])
+def test_non_ascii_or_empty_admin_tokens_are_401_not_500(tmp_path, monkeypatch, given):
+    """compare_digest refuses mixed str input with TypeError; the check compares bytes, so odd tokens
+    get the ordinary 401."""
+    from .inprocess import make_app
+
+    client = make_app(monkeypatch, tmp_path, start=False, ADMIN_TOKEN="test-admin-token").test_client()
+    response = client.post("/v2/repository/index", headers={"Authorization": f"Bearer {given}"})
+    assert response.status_code == 401, response.json
+    assert "Authorization: Bearer" in response.json["error"]
