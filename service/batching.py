@@ -87,8 +87,9 @@ class Batcher:
     @staticmethod
     def _run_batch(model: LoadedModel, members: list[_Request]) -> None:
         start = perf_counter()
-        inputs = members[0].batch if len(members) == 1 else np.concatenate([m.batch for m in members])
-        try:
+        size = sum(len(m.batch) for m in members)
+        try:  # stacking can fail too (rows of different widths, memory): the joiners must still wake
+            inputs = members[0].batch if len(members) == 1 else np.concatenate([m.batch for m in members])
             probabilities, error = model.predict(inputs), None
         except BaseException as exc:  # every member must learn about it, not only the leader
             probabilities, error = None, exc
@@ -96,7 +97,7 @@ class Batcher:
         offset = 0
         for member in members:
             rows = len(member.batch)
-            member.started, member.seconds, member.error, member.size = start, seconds, error, len(inputs)
+            member.started, member.seconds, member.error, member.size = start, seconds, error, size
             if probabilities is not None:
                 member.result = probabilities[offset : offset + rows]
             offset += rows
