@@ -2,7 +2,8 @@
 
 The first request to arrive for a model becomes the batch's leader: it waits up to ``max_delay`` for
 others to join (or until the batch holds ``max_size`` items), runs every joined request as a single
-``predict`` and hands each its rows. Joiners just wait for their rows. There is no background thread,
+``predict`` and hands each its rows. A request that finds the batch full starts the next one; one
+that joins a batch short of ``max_size`` is never split, so it may take the batch past it. Joiners just wait for their rows. There is no background thread,
 so nothing runs when there is no traffic, and with ``max_size`` 1 the batcher is a plain call.
 
 It only helps where one worker holds several requests at once (gthread or gevent workers) and the
@@ -62,7 +63,10 @@ class Batcher:
         request = _Request(batch)
         key = id(model)
         with self._cond:
-            queue = self._queues.setdefault(key, [])
+            queue = self._queues.get(key)
+            if queue is None or sum(len(r.batch) for r in queue) >= self.max_size:
+                # A full batch (its leader may not have woken yet) takes nobody else: start the next.
+                queue = self._queues[key] = []
             queue.append(request)
             leader = len(queue) == 1
             if leader:
@@ -72,7 +76,8 @@ class Batcher:
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
-                del self._queues[key]  # later arrivals start the next batch
+                if self._queues.get(key) is queue:
+                    del self._queues[key]  # later arrivals start the next batch
             else:
                 self._cond.notify_all()
         if leader:
