@@ -12,7 +12,9 @@ import json
 import os
 import shutil
 import signal
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -228,3 +230,53 @@ def test_load_of_a_model_without_a_valid_version_says_why(admin_server):
         assert "sha256" in rows[0]["reason"]
     finally:
         shutil.rmtree(broken)
+
+
+def handled_by(server: GunicornServer, request_id: str) -> int | None:
+    """The pid of the worker whose request log line carries ``request_id``."""
+    for line in server.log().splitlines():
+        if request_id in line:
+            entry = json.loads(line)
+            if entry.get("request_id") == request_id and "pid" in entry:
+                return entry["pid"]
+    return None
+
+
+def race(server: GunicornServer, action: str, names: list[str]) -> list[int | None]:
+    """POST ``action`` for every name at the same moment, each on its own connection; the worker pids
+    that handled them."""
+    barrier = threading.Barrier(len(names))
+    ids = [f"race-{uuid.uuid4().hex}" for _ in names]
+    statuses: list[int] = [0] * len(names)
+
+    def one(i: int) -> None:
+        barrier.wait()
+        statuses[i] = requests.post(f"{server.url}/v2/repository/models/{names[i]}/{action}",
+                                    headers={**AUTH, "X-Request-ID": ids[i]}, timeout=30).status_code
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(names))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert statuses == [200] * len(names), statuses
+    wait_for(lambda: all(handled_by(server, rid) for rid in ids), timeout=5)
+    return [handled_by(server, rid) for rid in ids]
+
+
+def test_two_admin_calls_at_once_on_two_workers_both_take_effect(admin_server):
+    """control.json is read, changed and rewritten under a file lock: two unloads racing on two
+    workers must both end up in it (unlocked, the later write would drop the other's model)."""
+    names = ["mnist", "fashion-mnist"]
+    on_two_workers = 0
+    for _ in range(8):
+        pids = race(admin_server, "unload", names)
+        assert sorted(control_state(admin_server)["unloaded"]) == sorted(names)
+        race(admin_server, "load", names)
+        assert control_state(admin_server)["unloaded"] == []
+        on_two_workers += len(set(pids)) == 2
+        if on_two_workers >= 2:
+            break
+    assert on_two_workers, "the two calls never reached different workers; nothing was raced"
+    body, _ = digit_png(0)
+    assert fresh_statuses(predict_url(admin_server), 10, body) == [200] * 10
