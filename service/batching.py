@@ -3,8 +3,9 @@
 The first request to arrive for a model becomes the batch's leader: it waits up to ``max_delay`` for
 others to join (or until the batch holds ``max_size`` items), runs every joined request as a single
 ``predict`` and hands each its rows. A request that finds the batch full starts the next one; one
-that joins a batch short of ``max_size`` is never split, so it may take the batch past it. Joiners just wait for their rows. There is no background thread,
-so nothing runs when there is no traffic, and with ``max_size`` 1 the batcher is a plain call.
+that joins a batch short of ``max_size`` is never split, so it may take the batch past it. Joiners
+just wait for their rows. There is no background thread, so nothing runs when there is no traffic,
+and with ``max_size`` 1 the batcher is a plain call.
 
 It only helps where one worker holds several requests at once (gthread or gevent workers) and the
 per-call overhead dominates; ``bench/`` measures whether it does on a given machine, and the default
