@@ -12,6 +12,7 @@ import shutil
 import pytest
 
 from service.errors import NotFound, Unavailable
+from service.model_status import model_status
 from service.registry import READY, UNAVAILABLE, ModelRegistry
 from service.repository import VersionPolicy
 
@@ -54,7 +55,7 @@ def test_deleting_the_served_version_falls_back_to_the_previous_one(tmp_path):
     assert registry.get("mnist").version == 1
     with pytest.raises(NotFound):
         registry.get("mnist", 2)
-    assert [s["version"] for s in registry.status("mnist")["versions"]] == [1]
+    assert [s["version"] for s in model_status(registry, "mnist")["versions"]] == [1]
 
 
 def test_deleting_a_whole_model_stops_serving_it_and_only_it(tmp_path):
@@ -95,7 +96,7 @@ def test_a_valid_in_place_replacement_is_reloaded(tmp_path):
     after = registry.get("mnist")
     assert after is not before and after.version == 1
     assert after.labels[0] == "T-shirt/top"
-    assert registry.status("mnist")["versions"] == [{"version": 1, "state": READY, "reason": ""}]
+    assert model_status(registry, "mnist")["versions"] == [{"version": 1, "state": READY, "reason": ""}]
 
 
 def test_one_models_scan_failure_does_not_stop_the_others_from_updating(tmp_path):
@@ -118,5 +119,5 @@ def test_a_refused_version_is_reported_with_its_reason_and_the_previous_keeps_se
     registry = registry_for(repo)
     registry.sync()
     assert registry.get("mnist").version == 1
-    (two,) = [s for s in registry.status("mnist")["versions"] if s["version"] == 2]
+    (two,) = [s for s in model_status(registry, "mnist")["versions"] if s["version"] == 2]
     assert two["state"] == UNAVAILABLE and "sha256" in two["reason"]
