@@ -19,7 +19,7 @@ from .control import Control
 from .dataplane import DataPlane
 from .errors import ServiceError
 from .fastlane import FastLane
-from .http import json_error
+from .http import InMemoryFormRequest, json_error
 from .registry import ModelRegistry
 from .repository import VersionPolicy
 from .routes import admin, docs, simple, tfserving, v2, web
@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
     """Build the app. ``start=False`` defers loading models to ``start_models`` (after fork)."""
     settings = settings or load_settings()
     app = Flask(__name__)
+    app.request_class = InMemoryFormRequest  # multipart file parts stay in memory, never in TMPDIR
     # '//' in a path must be a JSON 404 like any unknown path, not an HTML redirect to another route.
     app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
         default_policy=VersionPolicy.parse(settings.version_policy),
         providers=settings.providers,
         threads=settings.ort_threads(),
+        max_model_bytes=settings.max_model_bytes,
     )
     metrics.connect(registry.events)  # model loads, refusals and unloads -> Prometheus
     app.extensions["dataplane"] = DataPlane(settings, registry)

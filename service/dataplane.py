@@ -16,9 +16,8 @@ import numpy as np
 from .batching import Batcher
 from .config import Settings
 from .contract import FEATURES, IMAGE_INPUT_NAME, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
-from .errors import BadRequest, PayloadTooLarge, ServiceError
-from .pictures.decode import decode_image
-from .pictures.normalise import batch_to_model_input
+from .errors import BadRequest, PayloadTooLarge
+from .pictures.batch import pictures_to_batch
 from .registry import ModelRegistry
 from .repository import parse_version
 from .runtime import LoadedModel
@@ -92,22 +91,16 @@ class DataPlane:
         return model.card.preprocess if mode == "auto" else mode
 
     def images_to_batch(self, blobs: list[bytes], model: LoadedModel, preprocess: str | None) -> np.ndarray:
-        """Decode encoded images and make them look like the model's training data.
+        """Decode encoded images and make them look like the model's training data, one at a time and
+        within the request's pixel budget (MAX_REQUEST_PIXELS; see service/pictures/batch.py).
 
         Its time is not measured here: ``infer`` books everything from the request's start to the
         first inference as the decode phase (body, parsing, decoding, preprocessing).
         """
         self.check_items(len(blobs))
-        mode = self.preprocess_mode(model, preprocess)
-        grays = []
-        for index, blob in enumerate(blobs):
-            try:
-                grays.append(decode_image(blob, max_pixels=self.settings.max_image_pixels))
-            except ServiceError as exc:
-                if len(blobs) > 1:
-                    exc.message = f"image {index}: {exc.message}"
-                raise
-        return batch_to_model_input(grays, mode)
+        return pictures_to_batch(blobs, self.preprocess_mode(model, preprocess),
+                                 max_pixels=self.settings.max_image_pixels,
+                                 max_request_pixels=self.settings.max_request_pixels)
 
     # -- inference -------------------------------------------------------------------------------
 

@@ -36,8 +36,8 @@ from service.codecs.b64 import decode_base64
 from service.codecs.tensors import json_kind, validate_batch
 from service.contract import FEATURES, NUM_CLASSES, OUTPUT_NAME, SIDE
 from service.errors import BadRequest, PayloadTooLarge, ServiceError
-from service.pictures.decode import decode_image
-from service.pictures.normalise import batch_to_model_input, check_mode
+from service.pictures.batch import pictures_to_batch
+from service.pictures.normalise import check_mode
 
 __all__ = [
     "InferRequest",
@@ -87,8 +87,13 @@ def decode_infer_request(
     max_pixels: int,
     preprocess: str,
     output_name: str = OUTPUT_NAME,
+    max_request_pixels: int | None = None,
 ) -> InferRequest:
-    """Parse a V2 inference request (JSON, or JSON header + binary tensor data) into an InferRequest."""
+    """Parse a V2 inference request (JSON, or JSON header + binary tensor data) into an InferRequest.
+
+    ``max_request_pixels`` bounds the pixels of all BYTES images together (default: ``max_pixels``
+    times the item count, i.e. no budget beyond the per-image one).
+    """
     header, binary = _split_body(body, header_length)
     request = _parse_json_header(header)
     request_id = _request_id(request)
@@ -96,7 +101,8 @@ def decode_infer_request(
     binary_default = _optional_bool(parameters, "binary_data_output", "parameters", default=False)
     tensor = _single_input(request, input_name)
     outputs = _requested_outputs(request.get("outputs"), output_name, binary_default)
-    batch, used = _input_batch(tensor, binary, header_length, max_items, max_pixels, preprocess)
+    budget = max_request_pixels if max_request_pixels is not None else max_pixels * max_items
+    batch, used = _input_batch(tensor, binary, header_length, max_items, max_pixels, budget, preprocess)
     if used != len(binary):
         raise BadRequest(
             f"the body has {len(binary) - used} bytes of binary data after the JSON header that no input "
@@ -204,6 +210,7 @@ def _input_batch(
     header_length: int | None,
     max_items: int,
     max_pixels: int,
+    max_request_pixels: int,
     preprocess: str,
 ) -> tuple[np.ndarray, int]:
     """The model-ready batch from the one input, and how many binary bytes it consumed."""
@@ -229,7 +236,8 @@ def _input_batch(
             files = _deserialize_bytes(raw, count)
         else:
             files = _json_files(raw, shape, count)
-        return _images_to_batch(files, max_pixels, preprocess), used
+        return pictures_to_batch(files, preprocess, max_pixels=max_pixels, max_request_pixels=max_request_pixels,
+                                 describe=lambda index: f"inputs[0] element {index}"), used
     raise BadRequest(
         f"inputs[0].datatype is {datatype!r}; send FP32 (pixels scaled to [0,1]), UINT8 (0-255 pixels) "
         "or BYTES (encoded image files)"
@@ -382,17 +390,6 @@ def _json_files(data: object, shape: list[int], count: int) -> list[bytes]:
             )
         files.append(_reraise_with_index(decode_base64, item, index))
     return files
-
-
-def _images_to_batch(files: list[bytes], max_pixels: int, preprocess: str) -> np.ndarray:
-    grays = [
-        _reraise_with_index(lambda f: decode_image(f, max_pixels=max_pixels), data, index)
-        for index, data in enumerate(files)
-    ]
-    try:
-        return batch_to_model_input(grays, preprocess)
-    except ServiceError as exc:
-        raise type(exc)(f"inputs[0]: {exc.message}", exc.status) from None
 
 
 def _reraise_with_index(function, argument, index: int):

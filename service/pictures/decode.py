@@ -63,6 +63,10 @@ _FAST_PNG_MAX_PIXELS = 256 * 256
 # Ancillary chunks that change what the pixels mean (transparency, orientation, animation): the slow
 # path handles those. Every other ancillary chunk (gamma, text, physical size, ...) is irrelevant here.
 _FAST_PNG_SLOW_CHUNKS = frozenset((b"tRNS", b"eXIf", b"acTL", b"fcTL", b"fdAT", b"sBIT"))
+# Most chunks a PNG may have. Real files have a handful plus their IDAT chunks (8 KiB each from libpng:
+# 4,096 fill a 32 MiB body), but 2.8 million empty ancillary chunks also fit in 32 MiB, and walking them
+# took Pillow 7 s; past this many (~40 ms of walking) the file is refused before Pillow sees it.
+MAX_PNG_CHUNKS = 65536
 
 _EXIF_ORIENTATION = 0x0112
 _ROTATED = frozenset(range(2, 9))  # EXIF orientations other than 1 (upright)
@@ -127,8 +131,8 @@ def _sniff_format(data: bytes) -> str | None:
 def _decode_simple_png(data: bytes, max_pixels: int) -> np.ndarray | None:
     """Decode a small, plain 8-bit grayscale PNG, or return None to let Pillow handle the file.
 
-    Never raises for bad input except the pixel limit (413, same as the slow path): anything this
-    function does not fully understand is left to the slow path.
+    Never raises for bad input except the pixel and chunk limits (413, same as the slow path): anything
+    this function does not fully understand is left to the slow path.
     """
     if len(data) < 57 or data[8:16] != b"\x00\x00\x00\x0dIHDR":
         return None
@@ -159,7 +163,9 @@ def _png_image_data(data: bytes) -> list[memoryview] | None:
     pos = 8
     parts: list[memoryview] = []
     end = len(data)
-    while pos + 12 <= end:
+    for _ in range(MAX_PNG_CHUNKS):
+        if pos + 12 > end:
+            return None  # no IEND: truncated
         length, kind = struct.unpack_from(">I4s", data, pos)
         chunk_end = pos + 12 + length
         if chunk_end > end:
@@ -175,7 +181,28 @@ def _png_image_data(data: bytes) -> list[memoryview] | None:
             # transparency/orientation/animation, or an unknown critical chunk (uppercase first letter)
             return None
         pos = chunk_end
-    return None  # no IEND: truncated
+    raise _too_many_chunks()
+
+
+def _check_png_chunk_count(data: bytes) -> None:
+    """Refuse a PNG with more than MAX_PNG_CHUNKS chunks before Pillow walks them one by one.
+
+    Only the lengths are read (no CRCs), so this costs a fraction of Pillow's own walk.
+    """
+    pos, end = 8, len(data)
+    for _ in range(MAX_PNG_CHUNKS):
+        if pos + 12 > end or data[pos + 4 : pos + 8] == b"IEND":
+            return
+        pos += 12 + struct.unpack_from(">I", data, pos)[0]
+    if pos + 12 <= end:
+        raise _too_many_chunks()
+
+
+def _too_many_chunks() -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the PNG file has more than {MAX_PNG_CHUNKS} chunks (a fixed limit; real PNG files have a few "
+        "dozen): re-save it with an ordinary encoder"
+    )
 
 
 # --- slow path: Pillow -----------------------------------------------------------------------------
@@ -184,6 +211,8 @@ def _png_image_data(data: bytes) -> list[memoryview] | None:
 def _decode_with_pillow(data: bytes, fmt: str, max_pixels: int) -> np.ndarray:
     """Open lazily, check size and frame count, then decode and convert to grayscale."""
     _require_trailer(data, fmt)
+    if fmt == "PNG":
+        _check_png_chunk_count(data)
     with warnings.catch_warnings():
         # Warnings about a client's broken file ("Truncated File Read", "Corrupt EXIF data", ...) are
         # noise in our log; the client gets an error or a best-effort decode instead. Pillow's
