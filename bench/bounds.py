@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import io
 import json
 import os
@@ -208,19 +209,33 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'case':44} {'status':>24} {'seconds':>8} {'peak RSS growth MiB':>20}  worker pids kept")
         for row in selected:
             pids = sorted(server.worker_pids())
+            events = _worker_events(server.log())
             with PeakRss(pids) as peak:
                 status, seconds = send(server.url, row)
                 growth = peak.growth_mib()
             time.sleep(0.5)
-            kept = sorted(server.worker_pids()) == pids
-            print(f"{row.name:44} {status:>24} {seconds:8.2f} {growth:20.0f}  {'yes' if kept else 'NO'}",
+            restarted = _worker_events(server.log()) > events or sorted(server.worker_pids()) != pids
+            print(f"{row.name:44} {status:>24} {seconds:8.2f} {growth:20.0f}  {'NO' if restarted else 'yes'}",
                   flush=True)
-            if not kept:  # a worker was killed (timeout, OOM): wait until the master has replaced it
-                deadline = time.monotonic() + 30
-                while len(server.worker_pids()) < args.workers and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                time.sleep(2)
+            if restarted:  # a worker was killed (timeout, OOM): wait until the master has replaced it
+                _wait_for_workers(server, args.workers)
 
+
+def _worker_events(log: str) -> int:
+    """Worker timeouts, exits and boots so far: any new one during a row means a worker was lost."""
+    return sum(log.count(word) for word in ("WORKER TIMEOUT", "Worker exiting", "Booting worker"))
+
+
+def _wait_for_workers(server: GunicornServer, workers: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = server.log()
+        if log.count("Booting worker") >= log.count("WORKER TIMEOUT") + workers \
+                and len(server.worker_pids()) == workers:
+            break
+        time.sleep(0.5)
+    with contextlib.suppress(requests.RequestException):
+        requests.get(server.url + "/v2/health/ready", timeout=30)
 
 if __name__ == "__main__":
     main()

@@ -36,4 +36,16 @@ def run_blocking(function: Callable[..., T], *args: object, **kwargs: object) ->
         return function(*args, **kwargs)
     import gevent
 
-    return gevent.get_hub().threadpool.apply(function, args, kwargs)
+    ok, value = gevent.get_hub().threadpool.apply(_outcome, (function, args, kwargs))
+    if not ok:
+        raise value
+    return value
+
+
+def _outcome(function: Callable[..., T], args: tuple, kwargs: dict) -> tuple[bool, object]:
+    """Call and return (True, result) or (False, exception): an exception that escaped into gevent's
+    pool would be printed there as a traceback (not a JSON log line) before reaching the caller."""
+    try:
+        return True, function(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - handed back to the caller, who raises it
+        return False, exc

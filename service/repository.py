@@ -164,13 +164,18 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
     """
     path = Path(path)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    with os.fdopen(fd, "rb") as fh:
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, f"{path.name} is not a regular file")
         if info.st_size > max_bytes:
             raise FileTooLarge(path.name, info.st_size, max_bytes)
-        data = fh.read(info.st_size + 1)
+        with os.fdopen(fd, "rb") as fh:
+            fd = -1  # the file object owns it now
+            data = fh.read(info.st_size + 1)
+    finally:
+        if fd >= 0:
+            os.close(fd)
     if len(data) > info.st_size:  # written to while we read it (publishers rename whole files in)
         raise OSError(errno.EAGAIN, f"{path.name} changed while it was read")
     return data
