@@ -71,6 +71,15 @@ def chunky_png(total_bytes: int = BODY_LIMIT, colour: int = 0) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + header + empty * count + idat + tail
 
 
+def comment_jpeg(total_bytes: int = BODY_LIMIT) -> bytes:
+    """A valid 28x28 JPEG whose frame is preceded by as many empty comment segments as fit (8 million)."""
+    buf = io.BytesIO()
+    Image.new("L", (28, 28)).save(buf, format="JPEG")
+    data = buf.getvalue()
+    comment = b"\xff\xfe\x00\x02"
+    return data[:2] + comment * ((total_bytes - len(data)) // len(comment)) + data[2:]
+
+
 def empty_lists_json(key: str = "instances", total_bytes: int = BODY_LIMIT - 64) -> bytes:
     """``{"<key>": [[], [], ...]}`` of about ``total_bytes``: millions of empty lists."""
     count = (total_bytes - len(key) - 8) // 3
@@ -181,6 +190,10 @@ def rows() -> list[Row]:
             lambda: (chunky_png(colour=0), {"Content-Type": "image/png"})),
         Row("png 2.8M empty chunks, RGB (Pillow)", "POST", "/predict",
             lambda: (chunky_png(colour=2), {"Content-Type": "image/png"})),
+        Row("jpeg 8M empty comment segments", "POST", "/predict",
+            lambda: (comment_jpeg(), {"Content-Type": "image/jpeg"})),
+        Row("json 8 MiB instances [[],...] (simdjson size)", "POST", "/predict",
+            lambda: _json(empty_lists_json(total_bytes=8 * MIB - 64))),
         Row("V2 Inference-Header-Content-Length: \\xb2", "POST", "/v2/models/mnist/infer",
             lambda: (b"{}", {"Content-Type": "application/json",
                              "Inference-Header-Content-Length": "\xb2"})),

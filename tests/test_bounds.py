@@ -25,6 +25,7 @@ from PIL import Image
 from bench.bounds import (
     PeakRss,
     chunky_png,
+    comment_jpeg,
     empty_lists_json,
     json_images,
     multipart_files,
@@ -66,6 +67,8 @@ HOSTILE = [
      lambda: (chunky_png(colour=0), {"Content-Type": "image/png"}), 413, "chunks"),
     ("RGB PNG with 2.8M empty chunks (Pillow)", "/predict",
      lambda: (chunky_png(colour=2), {"Content-Type": "image/png"}), 413, "chunks"),
+    ("JPEG with 8M empty comment segments", "/predict",
+     lambda: (comment_jpeg(), {"Content-Type": "image/jpeg"}), 413, "segments"),
 ]
 
 

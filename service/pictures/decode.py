@@ -67,6 +67,12 @@ _FAST_PNG_SLOW_CHUNKS = frozenset((b"tRNS", b"eXIf", b"acTL", b"fcTL", b"fdAT", 
 # 4,096 fill a 32 MiB body), but 2.8 million empty ancillary chunks also fit in 32 MiB, and walking them
 # took Pillow 7 s; past this many (~40 ms of walking) the file is refused before Pillow sees it.
 MAX_PNG_CHUNKS = 65536
+# Most steps (segments, fill or junk bytes) before a JPEG's first scan. Real files have a few dozen
+# segments (a few hundred with a split ICC profile); Pillow walks them one Python call at a time, and a
+# 32 MiB file of empty comment segments took it 80 s.
+MAX_JPEG_SEGMENTS = 4096
+_JPEG_SOS = 0xDA
+_JPEG_NO_LENGTH = frozenset((0x01, *range(0xD0, 0xD9)))  # TEM, RSTn, SOI, EOI: markers without a segment
 
 _EXIF_ORIENTATION = 0x0112
 _ROTATED = frozenset(range(2, 9))  # EXIF orientations other than 1 (upright)
@@ -198,6 +204,29 @@ def _check_png_chunk_count(data: bytes) -> None:
         raise _too_many_chunks()
 
 
+def _check_jpeg_segment_count(data: bytes) -> None:
+    """Refuse a JPEG whose header part (before the first scan) takes more than MAX_JPEG_SEGMENTS steps.
+
+    Counts what Pillow's own header loop would step through: segments, 0xFF fill bytes and junk bytes
+    between segments, each one step. Past the first scan, libjpeg (C) reads the rest.
+    """
+    pos, end = 2, len(data)
+    for _ in range(MAX_JPEG_SEGMENTS):
+        if pos + 4 > end:
+            return  # truncated: Pillow reports it
+        if data[pos] != 0xFF or data[pos + 1] == 0xFF:  # junk, or a fill byte before a marker
+            pos += 1
+            continue
+        marker = data[pos + 1]
+        if marker == _JPEG_SOS:
+            return
+        pos += 2 if marker in _JPEG_NO_LENGTH else 2 + struct.unpack_from(">H", data, pos + 2)[0]
+    raise PayloadTooLarge(
+        f"the JPEG file has more than {MAX_JPEG_SEGMENTS} segments before its image data (a fixed limit; "
+        "real JPEG files have a few dozen): re-save it with an ordinary encoder"
+    )
+
+
 def _too_many_chunks() -> PayloadTooLarge:
     return PayloadTooLarge(
         f"the PNG file has more than {MAX_PNG_CHUNKS} chunks (a fixed limit; real PNG files have a few "
@@ -213,6 +242,8 @@ def _decode_with_pillow(data: bytes, fmt: str, max_pixels: int) -> np.ndarray:
     _require_trailer(data, fmt)
     if fmt == "PNG":
         _check_png_chunk_count(data)
+    elif fmt == "JPEG":
+        _check_jpeg_segment_count(data)
     with warnings.catch_warnings():
         # Warnings about a client's broken file ("Truncated File Read", "Corrupt EXIF data", ...) are
         # noise in our log; the client gets an error or a best-effort decode instead. Pillow's
