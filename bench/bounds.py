@@ -80,6 +80,16 @@ def comment_jpeg(total_bytes: int = BODY_LIMIT) -> bytes:
     return data[:2] + comment * ((total_bytes - len(data)) // len(comment)) + data[2:]
 
 
+def comment_gif(total_bytes: int = BODY_LIMIT) -> bytes:
+    """A valid 28x28 GIF whose image is preceded by as many empty comment extensions as fit (11 million)."""
+    buf = io.BytesIO()
+    Image.new("L", (28, 28)).save(buf, format="GIF")
+    data = buf.getvalue()
+    start = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)  # after the global colour table
+    comment = b"\x21\xfe\x00"
+    return data[:start] + comment * ((total_bytes - len(data)) // len(comment)) + data[start:]
+
+
 def empty_lists_json(key: str = "instances", total_bytes: int = BODY_LIMIT - 64) -> bytes:
     """``{"<key>": [[], [], ...]}`` of about ``total_bytes``: millions of empty lists."""
     count = (total_bytes - len(key) - 8) // 3
@@ -192,6 +202,8 @@ def rows() -> list[Row]:
             lambda: (chunky_png(colour=2), {"Content-Type": "image/png"})),
         Row("jpeg 8M empty comment segments", "POST", "/predict",
             lambda: (comment_jpeg(), {"Content-Type": "image/jpeg"})),
+        Row("gif 11M empty comment extensions", "POST", "/predict",
+            lambda: (comment_gif(), {"Content-Type": "image/gif"})),
         Row("json 8 MiB instances [[],...] (simdjson size)", "POST", "/predict",
             lambda: _json(empty_lists_json(total_bytes=8 * MIB - 64))),
         Row("V2 Inference-Header-Content-Length: \\xb2", "POST", "/v2/models/mnist/infer",

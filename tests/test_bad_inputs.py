@@ -19,6 +19,7 @@ from PIL import Image
 
 from bench.bounds import (
     chunky_png,
+    comment_gif,
     comment_jpeg,
     empty_lists_json,
     json_images,
@@ -156,6 +157,7 @@ MATRIX: list[tuple[str, str, str, Lazy, int]] = [
      raw(b'{"instances": [' + b"{}," * 349_000 + b"{}]}", "application/json"), 413),
     ("PNG with 2.8 million empty chunks", "POST", "/predict", lambda: raw(chunky_png(colour=0)), 413),
     ("RGB PNG with 2.8 million empty chunks", "POST", "/predict", lambda: raw(chunky_png(colour=2)), 413),
+    ("GIF with 11 million empty comments", "POST", "/predict", lambda: raw(comment_gif(), "image/gif"), 413),
     ("JPEG with 8 million empty comments", "POST", "/predict", lambda: raw(comment_jpeg(), "image/jpeg"), 413),
     ("V2 header length in superscript digits", "POST", "/v2/models/mnist/infer",
      {"data": b"{}", "headers": {"Inference-Header-Content-Length": "\xb2", "Content-Type": "application/json"}},

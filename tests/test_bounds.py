@@ -25,6 +25,7 @@ from PIL import Image
 from bench.bounds import (
     PeakRss,
     chunky_png,
+    comment_gif,
     comment_jpeg,
     empty_lists_json,
     json_images,
@@ -69,6 +70,8 @@ HOSTILE = [
      lambda: (chunky_png(colour=2), {"Content-Type": "image/png"}), 413, "chunks"),
     ("JPEG with 8M empty comment segments", "/predict",
      lambda: (comment_jpeg(), {"Content-Type": "image/jpeg"}), 413, "segments"),
+    ("GIF with 11M empty comment extensions", "/predict",
+     lambda: (comment_gif(), {"Content-Type": "image/gif"}), 413, "blocks"),
 ]
 
 

@@ -72,6 +72,10 @@ MAX_PNG_CHUNKS = 65536
 # 32 MiB file of empty comment segments took it 80 s.
 MAX_JPEG_SEGMENTS = 4096
 _JPEG_SOS = 0xDA
+# Most short blocks (extensions, sub-blocks under 255 bytes, stray bytes) a GIF may have. Pillow walks a
+# GIF's blocks one Python call at a time (to find frames), and 4 MiB of empty comment extensions took it
+# 2 s; full 255-byte data sub-blocks are not counted (a body holds too few of them to matter).
+MAX_GIF_BLOCKS = 4096
 _JPEG_NO_LENGTH = frozenset((0x01, *range(0xD0, 0xD9)))  # TEM, RSTn, SOI, EOI: markers without a segment
 
 _EXIF_ORIENTATION = 0x0112
@@ -227,6 +231,36 @@ def _check_jpeg_segment_count(data: bytes) -> None:
     )
 
 
+def _check_gif_block_count(data: bytes) -> None:
+    """Refuse a GIF with more than MAX_GIF_BLOCKS short blocks, counted the way Pillow steps through them
+    (extension and image blocks, their sub-blocks, and stray bytes between blocks, one step each)."""
+    end = len(data)
+    pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)  # header, screen, global colours
+    steps = 0
+    while pos < end and steps <= MAX_GIF_BLOCKS:
+        kind = data[pos]
+        if kind == 0x3B:  # trailer
+            return
+        steps += 1
+        if kind == 0x21:  # extension: introducer, label, sub-blocks
+            pos += 2
+        elif kind == 0x2C and pos + 10 <= end:  # image: descriptor, local colours, LZW size, sub-blocks
+            flags = data[pos + 9]
+            pos += 11 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+        else:  # a stray byte, which Pillow skips
+            pos += 1
+            continue
+        while pos < end and (size := data[pos]) and steps <= MAX_GIF_BLOCKS:
+            steps += size < 255
+            pos += 1 + size
+        pos += 1
+    if steps > MAX_GIF_BLOCKS:
+        raise PayloadTooLarge(
+            f"the GIF file has more than {MAX_GIF_BLOCKS} blocks (a fixed limit; a single-frame GIF has a "
+            "handful): re-save it with an ordinary encoder"
+        )
+
+
 def _too_many_chunks() -> PayloadTooLarge:
     return PayloadTooLarge(
         f"the PNG file has more than {MAX_PNG_CHUNKS} chunks (a fixed limit; real PNG files have a few "
@@ -244,6 +278,8 @@ def _decode_with_pillow(data: bytes, fmt: str, max_pixels: int) -> np.ndarray:
         _check_png_chunk_count(data)
     elif fmt == "JPEG":
         _check_jpeg_segment_count(data)
+    elif fmt == "GIF":
+        _check_gif_block_count(data)
     with warnings.catch_warnings():
         # Warnings about a client's broken file ("Truncated File Read", "Corrupt EXIF data", ...) are
         # noise in our log; the client gets an error or a best-effort decode instead. Pillow's
