@@ -41,6 +41,8 @@ except ImportError:  # before the launcher moved to bench/ (issue 16)
     from tests.support import MODELS, GunicornServer  # type: ignore[no-redef]
 
 MIB = 1024 * 1024
+TOKEN = "bounds-admin-token"
+ORIGIN = "https://app.example"
 BODY_LIMIT = 32 * MIB  # MAX_CONTENT_LENGTH's default
 
 
@@ -209,6 +211,10 @@ def rows() -> list[Row]:
         Row("V2 Inference-Header-Content-Length: \\xb2", "POST", "/v2/models/mnist/infer",
             lambda: (b"{}", {"Content-Type": "application/json",
                              "Inference-Header-Content-Length": "\xb2"})),
+        Row("CORS preflight to an admin route", "OPTIONS", "/v2/repository/index",
+            lambda: (b"", {"Origin": ORIGIN, "Access-Control-Request-Method": "POST"})),
+        Row("admin load of 'mnist\\n'", "POST", "/v2/repository/models/mnist%0A/load",
+            lambda: (b"", {"Authorization": f"Bearer {TOKEN}"})),
     ]
 
 
@@ -227,10 +233,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("only", nargs="*", help="run the rows whose name contains one of these words")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--extras", action="store_true",
+                        help="with row names: also print the Server header, serving.json's mode, FIFO boot")
     args = parser.parse_args(argv)
     selected = [r for r in rows() if not args.only or any(w.lower() in r.name.lower() for w in args.only)]
     log = Path(os.environ.get("TMPDIR", "/tmp")) / "bounds-gunicorn.log"
-    with GunicornServer(MODELS, workers=args.workers, log_path=log) as server:
+    env = {"ADMIN_TOKEN": TOKEN, "CORS_ORIGINS": ORIGIN}
+    with GunicornServer(MODELS, env=env, workers=args.workers, log_path=log) as server:
         print(f"{'case':44} {'status':>24} {'seconds':>8} {'peak RSS growth MiB':>20}  worker pids kept")
         for row in selected:
             pids = sorted(server.worker_pids())
@@ -244,6 +253,48 @@ def main(argv: list[str] | None = None) -> None:
                   flush=True)
             if restarted:  # a worker was killed (timeout, OOM): wait until the master has replaced it
                 _wait_for_workers(server, args.workers)
+        extras = args.extras or not args.only
+        if extras:
+            server_header = requests.get(server.url + "/v2/health/live", timeout=10).headers.get("Server")
+            print(f"\nServer header: {server_header!r}")
+    if extras:
+        print(f"serving.json written by training.publish.promote: mode {_promoted_mode():o}")
+        print(f"boot with a FIFO at mnist/serving.json: {_fifo_boot()}")
+
+
+def _promoted_mode() -> int:
+    """The permissions promote gives serving.json (a server under another uid must read it)."""
+    import shutil
+    import tempfile
+
+    from training.publish import promote
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(MODELS / "mnist", Path(tmp) / "mnist", symlinks=True)
+        promote(Path(tmp), "mnist", 1)
+        return (Path(tmp) / "mnist" / "serving.json").stat().st_mode & 0o777
+
+
+def _fifo_boot(timeout: float = 30.0) -> str:
+    """Start a 1-worker server whose mnist model has a FIFO for serving.json: does it become ready?"""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "repo"
+        for name in ("mnist", "fashion-mnist"):
+            (repo / name).mkdir(parents=True)
+            os.symlink(MODELS / name / "1", repo / name / "1")
+        os.mkfifo(repo / "mnist" / "serving.json")
+        server = GunicornServer(repo, env={"RUNTIME_DIR": str(Path(tmp) / "run")}, workers=1,
+                                log_path=Path(tmp) / "gunicorn.log")
+        started = time.monotonic()
+        try:
+            server.start(timeout=timeout)
+        except RuntimeError:
+            return f"not ready after {timeout:.0f} s (the worker hangs opening the FIFO)"
+        finally:
+            server.stop(timeout=5)
+        return f"ready after {time.monotonic() - started:.1f} s (fashion-mnist served, mnist's policy refused)"
 
 
 def _worker_events(log: str) -> int:
