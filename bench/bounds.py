@@ -20,6 +20,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import struct
 import sys
 import time
@@ -290,10 +291,14 @@ def _fifo_boot(timeout: float = 30.0) -> str:
         started = time.monotonic()
         try:
             server.start(timeout=timeout)
-        except RuntimeError:
-            return f"not ready after {timeout:.0f} s (the worker hangs opening the FIFO)"
+        except (RuntimeError, requests.RequestException):
+            return f"not ready after {time.monotonic() - started:.0f} s (the worker hangs opening the FIFO)"
         finally:
-            server.stop(timeout=5)
+            workers = server.worker_pids() if server.proc and server.proc.poll() is None else []
+            server.stop(timeout=30)
+            for pid in workers:  # a worker stuck in open() may outlive its master
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         return f"ready after {time.monotonic() - started:.1f} s (fashion-mnist served, mnist's policy refused)"
 
 

@@ -67,6 +67,7 @@ _FAST_PNG_SLOW_CHUNKS = frozenset((b"tRNS", b"eXIf", b"acTL", b"fcTL", b"fdAT", 
 # 4,096 fill a 32 MiB body), but 2.8 million empty ancillary chunks also fit in 32 MiB, and walking them
 # took Pillow 7 s; past this many (~40 ms of walking) the file is refused before Pillow sees it.
 MAX_PNG_CHUNKS = 65536
+_FAST_PNG_MAX_CHUNKS = 1024  # the fast path's small pictures have a handful
 # Most steps (segments, fill or junk bytes) before a JPEG's first scan. Real files have a few dozen
 # segments (a few hundred with a split ICC profile); Pillow walks them one Python call at a time, and a
 # 32 MiB file of empty comment segments took it 80 s.
@@ -141,8 +142,8 @@ def _sniff_format(data: bytes) -> str | None:
 def _decode_simple_png(data: bytes, max_pixels: int) -> np.ndarray | None:
     """Decode a small, plain 8-bit grayscale PNG, or return None to let Pillow handle the file.
 
-    Never raises for bad input except the pixel and chunk limits (413, same as the slow path): anything
-    this function does not fully understand is left to the slow path.
+    Never raises for bad input except the pixel limit (413, same as the slow path): anything this
+    function does not fully understand is left to the slow path.
     """
     if len(data) < 57 or data[8:16] != b"\x00\x00\x00\x0dIHDR":
         return None
@@ -173,7 +174,7 @@ def _png_image_data(data: bytes) -> list[memoryview] | None:
     pos = 8
     parts: list[memoryview] = []
     end = len(data)
-    for _ in range(MAX_PNG_CHUNKS):
+    for _ in range(_FAST_PNG_MAX_CHUNKS):
         if pos + 12 > end:
             return None  # no IEND: truncated
         length, kind = struct.unpack_from(">I4s", data, pos)
@@ -191,7 +192,7 @@ def _png_image_data(data: bytes) -> list[memoryview] | None:
             # transparency/orientation/animation, or an unknown critical chunk (uppercase first letter)
             return None
         pos = chunk_end
-    raise _too_many_chunks()
+    return None  # more chunks than a small picture has: the slow path counts them (and may refuse)
 
 
 def _check_png_chunk_count(data: bytes) -> None:
