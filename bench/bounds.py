@@ -36,10 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-try:
-    from bench.server import MODELS, GunicornServer
-except ImportError:  # before the launcher moved to bench/ (issue 16)
-    from tests.support import MODELS, GunicornServer  # type: ignore[no-redef]
+from bench.server import MODELS, GunicornServer  # noqa: E402
 
 MIB = 1024 * 1024
 TOKEN = "bounds-admin-token"

@@ -57,6 +57,7 @@ def infer(name: str, version: str | None = None) -> Response:
     model = plane.model(name, version)
     header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
     g.timings = timings = Timings()  # read by the metrics and request log hook
+    mode = plane.preprocess_mode(model, request.args.get("preprocess"))  # refused before any decoding
     body = read_body()
     check_json_counts(body, plane.settings.max_batch_items, end=header_length)  # before orjson sees it
     infer_request = decode_infer_request(
@@ -64,11 +65,11 @@ def infer(name: str, version: str | None = None) -> Response:
         header_length=header_length,
         input_name=INPUT_NAME,
         max_items=plane.settings.max_batch_items,
-        max_pixels=plane.settings.max_image_pixels,
-        max_request_pixels=plane.settings.max_request_pixels,
-        preprocess=plane.preprocess_mode(model, request.args.get("preprocess")),
     )
-    probabilities = plane.infer(model, infer_request.batch, timings)
+    batch = infer_request.batch
+    if infer_request.pictures is not None:
+        batch = plane.images_to_batch(infer_request.pictures, model, mode, where="inputs[0]")
+    probabilities = plane.infer(model, batch, timings)
     body, headers = encode_infer_response(
         model_name=model.name,
         model_version=str(model.version),
