@@ -241,13 +241,12 @@ def test_multipart_uploads_need_no_temporary_files(tmp_path):
 import io, tempfile
 from PIL import Image
 from service.app import create_app
-from service.config import load_settings
 from bench.bounds import multipart_files
 big = io.BytesIO()
 Image.fromarray(__import__("numpy").random.default_rng(0).integers(0, 256, (1000, 1000), "uint8")).save(big, "PNG")
 assert len(big.getvalue()) > 600_000
 tempfile.tempdir = {str(tmp_path / "missing")!r}  # any temporary file now fails
-app = create_app(load_settings())
+app = create_app()  # built from the environment
 client = app.test_client()
 body, headers = multipart_files([big.getvalue()])
 response = client.post("/predict", data=body, headers=headers)
