@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     if extras:
         print(f"serving.json written by training.publish.promote: mode {_promoted_mode():o}")
         print(f"boot with a FIFO at mnist/serving.json: {_fifo_boot()}")
+        print(f"liveness while a worker loads a 60 MiB model.onnx: {_liveness_during_big_load()}")
 
 
 def _promoted_mode() -> int:
@@ -271,6 +272,41 @@ def _promoted_mode() -> int:
         shutil.copytree(MODELS / "mnist", Path(tmp) / "mnist", symlinks=True)
         promote(Path(tmp), "mnist", 1)
         return (Path(tmp) / "mnist" / "serving.json").stat().st_mode & 0o777
+
+
+def _liveness_during_big_load(size: int = 60 * MIB) -> str:
+    """Publish a version whose model.onnx is ``size`` bytes (sha256 right, content not ONNX) into a
+    polled repository and time /v2/health/live meanwhile: the slowest answer shows whether hashing and
+    loading block the worker's event loop."""
+    import hashlib
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "repo"
+        (repo / "mnist").mkdir(parents=True)
+        os.symlink(MODELS / "mnist" / "1", repo / "mnist" / "1")
+        blob = os.urandom(size)
+        card = json.loads((MODELS / "mnist" / "1" / "model.json").read_bytes())
+        card["onnx"]["sha256"] = hashlib.sha256(blob).hexdigest()
+        build = repo / "mnist" / ".tmp-2"
+        build.mkdir()
+        (build / "model.onnx").write_bytes(blob)
+        (build / "model.json").write_text(json.dumps(card))
+        env = {"RUNTIME_DIR": str(Path(tmp) / "run"), "POLL_INTERVAL_S": "0.5"}
+        with GunicornServer(repo, env=env, workers=1, log_path=Path(tmp) / "gunicorn.log") as server:
+            session = requests.Session()
+            slowest, deadline = 0.0, None
+            os.rename(build, repo / "mnist" / "2")
+            started = time.monotonic()
+            while time.monotonic() - started < 15 and (deadline is None or time.monotonic() < deadline):
+                t0 = time.perf_counter()
+                session.get(server.url + "/v2/health/live", timeout=30)
+                slowest = max(slowest, time.perf_counter() - t0)
+                if deadline is None and "refused model mnist version 2" in server.log():
+                    deadline = time.monotonic() + 0.5
+                time.sleep(0.005)
+            seen = "refused after loading" if deadline else "not loaded within 15 s"
+        return f"slowest of the live checks {slowest * 1000:.0f} ms ({seen})"
 
 
 def _fifo_boot(timeout: float = 30.0) -> str:

@@ -103,8 +103,9 @@ class Settings:
     )
     max_model_bytes: int = _setting(
         "MAX_MODEL_BYTES", "Largest model.onnx loaded; a bigger file is refused (shown in the model's "
-        "status) without being read.",
-        lambda: _int("MAX_MODEL_BYTES", 256 * 1024 * 1024),
+        "status) without being read. Reading and hashing run beside the event loop, but onnxruntime "
+        "holds the GIL while it parses a model (~3 ms per MB), so this also bounds that stall.",
+        lambda: _int("MAX_MODEL_BYTES", 64 * 1024 * 1024),
     )
     default_top_k: int = _setting(
         "DEFAULT_TOP_K", "How many classes each prediction lists in top_k unless the query says.",

@@ -126,7 +126,7 @@ def session_options(threads: int) -> ort.SessionOptions:
     return opts
 
 
-DEFAULT_MAX_MODEL_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_MODEL_BYTES = 64 * 1024 * 1024
 
 
 def load_version(
