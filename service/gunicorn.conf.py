@@ -72,6 +72,19 @@ def _shared_runtime_dir() -> str:
 
 _runtime_dir = _shared_runtime_dir()
 
+
+def _plain_server_header() -> None:
+    """Send ``Server: mnist-serving`` rather than ``Server: gunicorn``: the header names the product,
+    not the stack under it (gunicorn writes it on every response, its own 400s included)."""
+    from gunicorn.http import wsgi
+
+    from service.dataplane import SERVER_NAME
+
+    wsgi.SERVER = SERVER_NAME
+
+
+_plain_server_header()
+
 wsgi_app = "service.wsgi:app"
 bind = [f"{_settings.host}:{_settings.port}"]
 workers = _settings.worker_count()
@@ -135,7 +148,8 @@ def pre_request(worker, req) -> None:
     bodies have no declared size, so their connections are not reused either.
     """
     for name, value in req.headers:
-        too_long = name == "CONTENT-LENGTH" and value.isdigit() and int(value) > _settings.max_content_length
+        too_long = (name == "CONTENT-LENGTH" and value.isascii() and value.isdigit()
+                    and int(value) > _settings.max_content_length)
         if too_long or (name == "TRANSFER-ENCODING" and "chunked" in value.lower()):
             req.must_close = True
 
