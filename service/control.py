@@ -5,7 +5,7 @@ all of them. So the worker that gets it rewrites ``$RUNTIME_DIR/control.json``
 (``{"unloaded": [...], "generation": N}``) atomically, under an ``fcntl.flock`` on
 ``control.lock`` so that two admin calls on two workers cannot lose each other's change, and applies it
 to its own registry. Every worker's poller thread reads the file every ~0.25 s (see
-``ModelRegistry.start``); when it changed, the worker adopts ``unloaded``, rescans the repository and
+``service/poller.py``); when it changed, the worker adopts ``unloaded``, rescans the repository and
 confirms by writing the generation it now serves to ``control-acks/<pid>``. The worker that got the
 call answers once every live sibling worker has confirmed (at most ``WAIT_S``; the response lists any
 that did not), so after a 200 every worker serves the new state: that takes ~0.25 s plus the time to
@@ -36,8 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import Unavailable
+from .model_status import require_served
+from .poller import RepositoryPoller
 from .registry import ModelRegistry
-from .repository import atomic_write_bytes
+from .repository import atomic_write_bytes, read_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ LOCK_FILE = "control.lock"
 ACK_FOLDER = "control-acks"
 CHECK_INTERVAL_S = 0.25
 WAIT_S = 10.0  # longest an admin call waits for the other workers to confirm
+STATE_MAX_BYTES = 1024 * 1024  # control.json lists model names; an ack file holds one number
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class Control:
     _acked: int = field(default=-1, init=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, init=False)
     _ack_guard: threading.Lock = field(default_factory=threading.Lock, init=False)
+    poller: RepositoryPoller | None = field(default=None, init=False)  # started by ``start``
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
@@ -108,8 +112,11 @@ class Control:
     def read(self) -> ControlState:
         """The current shared state (empty when there is no file yet)."""
         try:
-            raw = self.path.read_bytes()
+            raw = read_regular_file(self.path, STATE_MAX_BYTES)
         except FileNotFoundError:
+            return ControlState()
+        except OSError as exc:  # a FIFO or a folder put there: never block or crash the poller on it
+            log.error("%s is unreadable (%s); treating it as empty", self.path, exc)
             return ControlState()
         try:
             return ControlState.from_json(raw)
@@ -185,7 +192,9 @@ class Control:
         except OSError as exc:
             log.error("cannot register in %s: %s", self.acks, exc)
         self.adopt()
-        self.registry.start(poll_interval_s, tick=self.tick, tick_interval_s=CHECK_INTERVAL_S)
+        self.registry.sync()  # every model loaded (and warmed up) before the worker takes requests
+        self.poller = RepositoryPoller(self.registry.sync, poll_interval_s, tick=self.tick,
+                                       tick_interval_s=CHECK_INTERVAL_S).start()
         self._ack(self._state.generation if self._state else 0)
 
     def _ack(self, generation: int) -> None:
@@ -216,14 +225,14 @@ class Control:
         except FileNotFoundError:
             return {}
         for entry in entries:
-            if not entry.name.isdigit():
+            if not (entry.name.isascii() and entry.name.isdigit()):
                 continue
             pid = int(entry.name)
             if not _sibling(pid):  # a worker that died (or a pid reused since): forget it
                 Path(entry.path).unlink(missing_ok=True)
                 continue
             try:
-                acks[pid] = int(Path(entry.path).read_bytes() or b"-1")
+                acks[pid] = int(read_regular_file(Path(entry.path), 64) or b"-1")
             except (OSError, ValueError):
                 acks[pid] = -1
         return acks
@@ -238,7 +247,7 @@ class Control:
         """Serve the model again in every worker, and make every worker rescan the repository now."""
         self.registry.check_name(name)
         result = self.update(lambda s: ControlState(s.unloaded - {name}, s.generation))
-        self.registry.require_served(name)
+        require_served(self.registry, name)
         return result
 
 

@@ -16,9 +16,10 @@ import numpy as np
 from .batching import Batcher
 from .config import Settings
 from .contract import FEATURES, IMAGE_INPUT_NAME, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
-from .errors import BadRequest, PayloadTooLarge, ServiceError
-from .pictures.decode import decode_image
-from .pictures.normalise import batch_to_model_input
+from .errors import BadRequest
+from .items import check_item_count
+from .model_status import model_status
+from .pictures import batch as pictures
 from .registry import ModelRegistry
 from .repository import parse_version
 from .runtime import LoadedModel
@@ -77,13 +78,7 @@ class DataPlane:
     # -- inputs ----------------------------------------------------------------------------------
 
     def check_items(self, count: int) -> None:
-        if count == 0:
-            raise BadRequest("the request carries no images or instances")
-        if count > self.settings.max_batch_items:
-            raise PayloadTooLarge(
-                f"{count} items in one request; at most {self.settings.max_batch_items} "
-                "(MAX_BATCH_ITEMS): split the batch"
-            )
+        check_item_count(count, self.settings.max_batch_items)
 
     def preprocess_mode(self, model: LoadedModel, requested: str | None) -> str:
         mode = (requested or "auto").lower()
@@ -91,23 +86,29 @@ class DataPlane:
             raise BadRequest(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}, got '{mode[:32]}'")
         return model.card.preprocess if mode == "auto" else mode
 
-    def images_to_batch(self, blobs: list[bytes], model: LoadedModel, preprocess: str | None) -> np.ndarray:
+    def images_to_batch(self, blobs: list[bytes], model: LoadedModel, preprocess: str | None, *,
+                        where: str | None = None) -> np.ndarray:
         """Decode encoded images and make them look like the model's training data.
 
-        Its time is not measured here: ``infer`` books everything from the request's start to the
-        first inference as the decode phase (body, parsing, decoding, preprocessing).
+        The one place where pictures become a batch, whatever protocol brought them (codecs only hand
+        over the encoded bytes). ``where`` names the request field they came in (V2: ``inputs[0]``),
+        which then prefixes every error; without it a picture's errors name it by position when
+        there are several. Its time is not measured here: ``infer`` books everything from the
+        request's start to the first inference as the decode phase (body, parsing, decoding,
+        preprocessing).
         """
         self.check_items(len(blobs))
         mode = self.preprocess_mode(model, preprocess)
-        grays = []
-        for index, blob in enumerate(blobs):
-            try:
-                grays.append(decode_image(blob, max_pixels=self.settings.max_image_pixels))
-            except ServiceError as exc:
-                if len(blobs) > 1:
-                    exc.message = f"image {index}: {exc.message}"
-                raise
-        return batch_to_model_input(grays, mode)
+        return self.pictures_to_batch(blobs, mode, where=where)
+
+    def pictures_to_batch(self, blobs: list[bytes], mode: str, *, where: str | None = None) -> np.ndarray:
+        """``images_to_batch`` once the preprocessing mode is known: decode and normalise the pictures one
+        at a time, within the request's pixel budget (MAX_REQUEST_PIXELS; service/pictures/batch.py)."""
+        return pictures.pictures_to_batch(
+            blobs, mode, max_pixels=self.settings.max_image_pixels,
+            max_request_pixels=self.settings.max_request_pixels,
+            describe=(lambda index: f"{where} element {index}") if where is not None else None,
+        )
 
     # -- inference -------------------------------------------------------------------------------
 
@@ -186,7 +187,7 @@ class DataPlane:
             "inputs": [
                 {"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, FEATURES]},
                 {"name": IMAGE_INPUT_NAME, "datatype": "BYTES", "shape": [-1],
-                 "parameters": {"content": "encoded image (PNG, JPEG, ...), alternative to 'input'"}},
+                 "parameters": {"content": f"encoded image (PNG, JPEG, ...), alternative to '{INPUT_NAME}'"}},
             ],
             "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, NUM_CLASSES]}],
             "parameters": {
@@ -197,6 +198,6 @@ class DataPlane:
                 "created": card.get("created"),
                 "metrics": card.get("metrics", {}),
                 "sha256": model.card.sha256,
-                "status": self.registry.status(model.name)["versions"],
+                "status": model_status(self.registry, model.name)["versions"],
             },
         }

@@ -1,24 +1,60 @@
-"""Small HTTP helpers shared by all routes: fast JSON in and out, and the data plane of this app."""
+"""Small HTTP helpers shared by all routes: fast JSON in and out, and the service this app serves.
+
+``create_app`` attaches the built ``Service`` to the app once (``attach_service``); routes reach it
+through ``current_service()`` / ``dataplane()`` here, the only place that knows where it is kept.
+"""
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import orjson
-from flask import Response, current_app, request
+from flask import Flask, Request, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from .budgets import check_json_counts
 from .errors import BadRequest, UnsupportedMediaType
 
 if TYPE_CHECKING:
+    from .build import Service
     from .dataplane import DataPlane
 
 JSON = "application/json"
+_EXTENSION = "mnist-serving"
+
+
+def attach_service(app: Flask, service: Service) -> None:
+    app.extensions[_EXTENSION] = service
+
+
+def service_of(app: object) -> Service | None:
+    """The service a WSGI app serves; None for any other app (bench/ serves a bare one)."""
+    extensions = getattr(app, "extensions", None)
+    return extensions.get(_EXTENSION) if isinstance(extensions, dict) else None
+
+
+def current_service() -> Service:
+    return current_app.extensions[_EXTENSION]
+
+
+class InMemoryFormRequest(Request):
+    """Flask's request, except that multipart file parts are kept in memory.
+
+    werkzeug spools every file part over 500 KB to TMPDIR, which in our containers is the small memory
+    volume that also holds metrics files and the admin state: uploads could fill it (500s, and a new
+    metric series then crashed a worker with SIGBUS). In memory, a body's parts are bounded by
+    MAX_CONTENT_LENGTH like any other body.
+    """
+
+    def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
+                         filename: str | None = None, content_length: int | None = None) -> IO[bytes]:
+        return io.BytesIO()
 
 
 def dataplane() -> DataPlane:
-    return current_app.extensions["dataplane"]
+    return current_service().plane
 
 
 def json_response(payload: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -71,9 +107,12 @@ def json_body(data: bytes | None = None) -> JsonBody:
     ``numbers_only`` is read off the raw text in a few C-speed scans: a body like
     ``{"instances": [[...], ...]}`` with no other quote and no ``true``/``false``/``null`` can only
     hold numbers and lists, so the per-value type check of 50,000 pixels can be skipped safely.
+    Before parsing, the text is bounded in lists, objects and values by MAX_BATCH_ITEMS
+    (service/budgets.py), so orjson never builds millions of objects.
     """
     if data is None:
         data = json_bytes()
+    check_json_counts(data, dataplane().settings.max_batch_items)
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
