@@ -15,8 +15,9 @@ Modes:
 
     - a 28x28 image whose border is mostly black (at most ``_NOISE_LEVEL``) is already MNIST-like and
       is only divided by 255 (fast path: a few µs, and the client's pixels are kept exactly);
-    - a picture on evenly lit plain paper (99 % of its border within 10 grey levels of the median: a
-      drawing from our page, a rendered, padded or scanned digit, a JPEG of one): invert a light
+    - a picture on evenly lit plain paper (99 % of its border within 10 grey levels of the median, or
+      90 % exactly at it: a drawing from our page, a rendered, padded or scanned digit, a JPEG of
+      one): invert a light
       background, subtract that level, crop to the ink's box (ignoring faint noise) -- ~100 µs;
     - anything else (a photo, a scan, a JPEG): ``service.pictures.photo`` flattens the lighting,
       thresholds per picture, removes ruled lines and specks and keeps the dominant ink cluster; the
@@ -56,6 +57,7 @@ _THIN_STROKE = 1.4
 _THICK_STROKE = 3.0
 _FLAT_SPREAD = 10  # grey levels: JPEG ringing and a scanner's noise stay within this
 _FLAT_SHARE = 0.99
+_EXACT_SHARE = 0.9  # ... or this share of it exactly one value: no camera makes that
 _SMALLEST_PHOTO = 16  # pictures with a shorter side are too small for lighting estimation: plain path
 # Flat indices of the outermost pixels of a SIDE x SIDE frame, for the fast path's background check.
 _FRAME_BORDER = np.flatnonzero(np.pad(np.zeros((SIDE - 2, SIDE - 2), bool), 1, constant_values=True))
@@ -189,12 +191,15 @@ def _stroke_width(mask: np.ndarray) -> float:
 def _has_flat_border(gray: np.ndarray) -> bool:
     """True when the border is evenly lit plain paper (or black): the plain path is exact there.
 
-    Nearly all border pixels within ``_FLAT_SPREAD`` of their median -- a drawing from our page, a
-    rendered, padded or scanned digit, a JPEG of one. A photo's border is not: the light falls off
-    towards the corners, ruled lines and the page's edge cross it, the sensor adds noise.
+    Nearly all border pixels within ``_FLAT_SPREAD`` of their median, or most exactly at it (a digit
+    touching the edge) -- a drawing from our page, a rendered, padded or scanned digit, a JPEG of one.
+    A photo's border is not: the light falls off towards the corners, ruled lines and the page's edge
+    cross it, the sensor adds noise.
     """
     border = _border(gray)
     median = int(np.median(border))
+    if np.count_nonzero(border == median) >= _EXACT_SHARE * border.size:
+        return True  # synthetic paper (a page drawing, a render) even where the digit touches the edge
     near = np.count_nonzero(np.abs(border.astype(np.int16) - median) <= _FLAT_SPREAD)
     return near >= _FLAT_SHARE * border.size
 
