@@ -77,6 +77,10 @@ bind = [f"{_settings.host}:{_settings.port}"]
 workers = _settings.worker_count()
 threads = _settings.threads
 worker_class = _settings.worker_class
+# gevent: connections one worker holds (chosen from memory and the open-files limit, see
+# WORKER_CONNECTIONS) -- gunicorn's 1,000 let 2,500 stalled uploads shut health probes out.
+worker_connections = _settings.worker_connection_limit()
+_GEVENT = _settings.worker_class == "gevent"
 # Import Flask, numpy, Pillow and onnxruntime once in the master; workers share those pages.
 preload_app = True
 keepalive = 5
@@ -127,6 +131,20 @@ def when_ready(server) -> None:
     server.stop = stop_and_refuse
 
 
+if _GEVENT:
+    from gevent import getcurrent as _current_greenlet
+    from gevent import sleep as _sleep
+
+    from service.admission import requests_by_greenlet
+else:
+    requests_by_greenlet: dict = {}
+
+    def _current_greenlet() -> None:
+        return None
+
+_NEXT_POLL = 1e-9  # seconds: a timer due at once, see post_request
+
+
 def pre_request(worker, req) -> None:
     """Close, after answering, any connection whose body the app may refuse without reading it.
 
@@ -134,6 +152,8 @@ def pre_request(worker, req) -> None:
     and discard all of it (50 MB, or an endless chunked stream) before the next request. Chunked
     bodies have no declared size, so their connections are not reused either.
     """
+    if _GEVENT:
+        requests_by_greenlet[_current_greenlet()] = req  # so Admission can close the connection
     for name, value in req.headers:
         too_long = name == "CONTENT-LENGTH" and value.isdigit() and int(value) > _settings.max_content_length
         if too_long or (name == "TRANSFER-ENCODING" and "chunked" in value.lower()):
@@ -141,16 +161,21 @@ def pre_request(worker, req) -> None:
 
 
 def post_request(worker, req, environ, resp) -> None:
-    """gevent workers: let the other connections' greenlets run before this one reads its next request.
+    """gevent workers: before reading its next request, a connection waits for the hub's next poll.
 
     A kept-alive connection whose next request is already buffered would otherwise be served again at
-    once, round after round, while other connections wait: p99 of seconds at 8+ busy connections.
-    One cooperative yield per request makes the worker take connections in turn.
+    once, round after round, while other connections wait. ``sleep(0)`` is not enough: it queues the
+    greenlet as a hub *callback*, and the hub runs callbacks queued while it runs callbacks in the same
+    pass (until 50 have run and 5 ms have passed), so the busy connections kept cycling there while
+    connections whose requests came in through the poll -- and the listening socket, i.e. connections
+    not yet accepted -- waited: at 64 connections the first requests of late-accepted connections
+    waited seconds (p99 of JSON batches 40x p50). A timer that is already due fires only after the
+    next poll, so each pass of the loop serves every connection with a request waiting once, accepts
+    new ones, and goes round again: round-robin service.
     """
-    if _settings.worker_class == "gevent":
-        import gevent
-
-        gevent.sleep(0)
+    requests_by_greenlet.pop(_current_greenlet(), None)
+    if _GEVENT:
+        _sleep(_NEXT_POLL)
 
 
 def pre_fork(server, worker) -> None:
@@ -165,11 +190,19 @@ def pre_fork(server, worker) -> None:
 
 
 def post_worker_init(worker) -> None:
-    """Create onnxruntime sessions in the worker, after fork; warm-up runs before it takes requests."""
+    """Create onnxruntime sessions in the worker, after fork; warm-up runs before it takes requests.
+
+    gevent workers also get their budgets (service/admission.py): bodies read within a byte budget
+    and BODY_TIMEOUT_S, a bounded number of requests in progress, health checks ahead of everything.
+    """
     from service.app import start_models
 
     if "dataplane" in getattr(worker.wsgi, "extensions", {}):  # bench/ serves a bare app with this file
         start_models(worker.wsgi)
+        if _GEVENT:
+            from service.admission import Admission
+
+            worker.wsgi = Admission(worker.wsgi, _settings)
 
 
 def child_exit(server, worker) -> None:
