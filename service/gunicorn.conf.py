@@ -77,6 +77,8 @@ bind = [f"{_settings.host}:{_settings.port}"]
 workers = _settings.worker_count()
 threads = _settings.threads
 worker_class = _settings.worker_class
+if worker_class == "gevent":  # gunicorn's, accepting a burst of connections in a few passes
+    worker_class = "service.gevent_worker.GeventWorker"
 # gevent: connections one worker holds (chosen from memory and the open-files limit, see
 # WORKER_CONNECTIONS) -- gunicorn's 1,000 let 2,500 stalled uploads shut health probes out.
 worker_connections = _settings.worker_connection_limit()
