@@ -10,7 +10,7 @@ worker (``Admission`` wraps the WSGI app in each worker; ``service/gunicorn.conf
    answer however busy the worker is.
 2. A request's declared body size (Content-Length; MAX_CONTENT_LENGTH + 1 for a chunked body) is
    reserved from ``WORKER_BODY_BYTES`` before a byte is read. When it does not fit, the request waits
-   behind earlier ones (FIFO) for up to ADMISSION_WAIT_S, then gets 503 with ``Retry-After``.
+   (arrival order among those that fit) for up to ADMISSION_WAIT_S, then gets 503 with ``Retry-After``.
 3. The body is read whole, within BODY_TIMEOUT_S; a stalled or trickled upload gets 408 and its
    connection is closed. A body that is already in gunicorn's read buffer (every small request) is
    taken without arming a timer, so the common case pays nothing for the deadline.
@@ -56,12 +56,14 @@ class _Waiter:
         self.event = Event()
 
 
-class FifoBudget:
-    """``capacity`` units (request slots, body bytes) handed out strictly in arrival order.
+class QueuedBudget:
+    """``capacity`` units (request slots, body bytes) handed out in arrival order among those that fit.
 
-    A request that does not fit waits behind earlier ones even when a later, smaller one would fit:
-    nobody is overtaken, so a big upload is not starved by a stream of small ones and the wait of each
-    request is bounded by the work queued before it. Greenlet-safe (a worker has one thread).
+    Units freed go to the earliest waiter that fits in them, and a request that fits beside what is in
+    use goes ahead at once. For slots (one unit each) that is plain FIFO. For bytes it keeps a big body
+    that waits for room (say, behind bodies held one byte short until BODY_TIMEOUT_S) from holding up
+    every small request behind it; the big one is served as soon as room frees, or refused after
+    ADMISSION_WAIT_S. Greenlet-safe (a worker has one thread).
     """
 
     def __init__(self, capacity: int) -> None:
@@ -72,7 +74,7 @@ class FifoBudget:
     def acquire(self, cost: int, timeout: float) -> int | None:
         """The units taken (``cost``, at most the capacity), or None when the wait ran out."""
         cost = min(cost, self.capacity)
-        if not self.waiters and self.used + cost <= self.capacity:
+        if self.used + cost <= self.capacity:
             self.used += cost
             return cost
         if timeout <= 0:
@@ -83,7 +85,6 @@ class FifoBudget:
         if waiter.granted:
             return cost
         self.waiters.remove(waiter)
-        self._grant()  # it may have been at the head, holding back smaller ones that fit
         return None
 
     def release(self, taken: int) -> None:
@@ -91,11 +92,14 @@ class FifoBudget:
         self._grant()
 
     def _grant(self) -> None:
-        while self.waiters and self.used + self.waiters[0].cost <= self.capacity:
-            waiter = self.waiters.popleft()
-            self.used += waiter.cost
-            waiter.granted = True
-            waiter.event.set()
+        if not self.waiters:
+            return
+        for waiter in list(self.waiters):
+            if self.used + waiter.cost <= self.capacity:
+                self.waiters.remove(waiter)
+                self.used += waiter.cost
+                waiter.granted = True
+                waiter.event.set()
 
 
 class Admission:
@@ -106,8 +110,8 @@ class Admission:
         self.limit = settings.max_content_length
         self.wait_s = settings.admission_wait_s
         self.body_timeout_s = settings.body_timeout_s
-        self.slots = FifoBudget(settings.worker_request_limit())
-        self.body_bytes = FifoBudget(settings.worker_body_limit())
+        self.slots = QueuedBudget(settings.worker_request_limit())
+        self.body_bytes = QueuedBudget(settings.worker_body_limit())
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("PATH_INFO") in HEALTH_PATHS:

@@ -105,7 +105,10 @@ def test_health_and_predictions_answer_while_stalled_uploads_and_big_bodies_are_
         before = {pid: rss_kib(pid) for pid in server.worker_pids()}
         with stalled_uploads(server.port, 300), held_bodies(server.port, 6, limit):
             # six maximum-size bodies held one byte short: two fit in each worker's budget
-            time.sleep(1.0)  # the workers have read what they accept
+            deadline = time.monotonic() + 15  # until the workers hold the bodies they admit (4 x 32 MiB)
+            while time.monotonic() < deadline and sum(
+                    rss_kib(pid) - before.get(pid, 0) for pid in server.worker_pids()) < 100 * 1024:
+                time.sleep(0.1)
             live, live_s = timed(lambda: requests.get(server.url + "/v2/health/live", timeout=5))
             ready, ready_s = timed(lambda: requests.get(server.url + "/v2/health/ready", timeout=5))
             predicted, predict_s = timed(lambda: requests.post(
