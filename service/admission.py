@@ -164,10 +164,9 @@ class Admission:
         except BodyTimeout:
             return lambda start: self.refuse(start, 408, f"the request body did not arrive within "
                                              f"{self.body_timeout_s:g} s (BODY_TIMEOUT_S)")
-        except OSError:
-            body = b""
-            length = length or "1"
-        if length and len(body) < want:
+        except OSError:  # the client went away mid-body
+            body = None
+        if body is None or (length and len(body) < want):
             return lambda start: self.refuse(start, 400, "the connection ended before the request body "
                                              "(Content-Length) was complete")
         environ["wsgi.input"] = io.BytesIO(body)
