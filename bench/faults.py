@@ -627,18 +627,19 @@ def crowd(*, kind: str, count: int, length: int | None = None, sent: int = 3, js
     }
 
 
-def crowd_faults(*, stalled: int = 2500, big: int = 64, hold_s: float = 3.0, env: dict | None = None) -> list[dict]:
+def crowd_faults(*, stalled: int = 2500, big: int = 64, hold_s: float = 3.0, env: dict | None = None,
+                 settle_s: float = 60.0) -> list[dict]:
     """The crowd cases of issue 17: stalled uploads; maximum-size bodies held one byte short, raw and JSON."""
     from service.config import load_settings
 
     limit = load_settings().max_content_length
     return [
         crowd(kind=f"crowd: {stalled} uploads stalled after 3 body bytes", count=stalled, hold_s=hold_s,
-              env=env),
+              env=env, settle_s=settle_s),
         crowd(kind=f"crowd: {big} raw bodies of {limit >> 20} MiB held one byte short", count=big,
-              length=limit, sent=-1, hold_s=hold_s, env=env),
+              length=limit, sent=-1, hold_s=hold_s, env=env, settle_s=settle_s),
         crowd(kind=f"crowd: {big} JSON bodies of {limit >> 20} MiB held one byte short", count=big,
-              length=limit, sent=-1, json_body=True, hold_s=hold_s, env=env),
+              length=limit, sent=-1, json_body=True, hold_s=hold_s, env=env, settle_s=settle_s),
     ]
 
 
@@ -942,6 +943,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big", type=int, default=64, help="crowd: maximum-size bodies held one byte short")
     parser.add_argument("--body-timeout", type=float, default=0,
                         help="crowd: BODY_TIMEOUT_S for the server (default: the service's)")
+    parser.add_argument("--settle", type=float, default=60.0,
+                        help="crowd: longest wait for the server to drop the crowd before closing it")
     parser.add_argument("--json", action="store_true", help="print every row as JSON too")
     args = parser.parse_args(argv)
     args.scenario = args.scenario or ALL_SCENARIOS
@@ -961,7 +964,7 @@ def main(argv: list[str] | None = None) -> int:
                                      slow=args.slow, seconds=args.seconds))
     if "crowd" in args.scenario:
         env = {"BODY_TIMEOUT_S": str(args.body_timeout)} if args.body_timeout else None
-        rows += crowd_faults(stalled=args.stalled, big=args.big, env=env)
+        rows += crowd_faults(stalled=args.stalled, big=args.big, env=env, settle_s=args.settle)
     if "publish" in args.scenario:
         rows += publish_faults()
     print_table(rows)
