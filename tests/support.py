@@ -102,7 +102,7 @@ class GunicornServer:
                 if ready and len(self.worker_pids()) >= self.workers:
                     self.initial_workers = sorted(self.worker_pids())
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not accepting yet, or busy loading
                 pass
             time.sleep(0.01)
         self.stop()
