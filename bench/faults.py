@@ -512,7 +512,7 @@ class Crowd(threading.Thread):
         head = (f"POST /predict HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {length}\r\n\r\n").encode()
         payload = memoryview(head + body_byte * sent)
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         for _ in range(count):
             sock = socket.create_connection((HOST, port), timeout=10)
             sock.setblocking(False)
@@ -522,7 +522,7 @@ class Crowd(threading.Thread):
     def run(self) -> None:
         import selectors
 
-        while self.pending and not self._stop.is_set():
+        while self.pending and not self._halt.is_set():
             for key, events in self.selector.select(timeout=0.2):
                 entry = self.pending.get(key.fd)
                 if entry is None:
@@ -552,7 +552,7 @@ class Crowd(threading.Thread):
 
     def close(self) -> dict:
         """Stop, close every socket still open; status -> (count, first and last seconds)."""
-        self._stop.set()
+        self._halt.set()
         self.join(10)
         for fd in list(self.pending):
             self._finish(fd, b"", "still open")
@@ -573,7 +573,7 @@ def rss_mib(pid: int) -> float:
 
 
 def crowd(*, kind: str, count: int, length: int | None = None, sent: int = 3, json_body: bool = False,
-          workers: int = 2, hold_s: float = 3.0, env: dict | None = None, settle_s: float = 60.0) -> dict:
+          workers: int = 2, hold_s: float = 5.0, env: dict | None = None, settle_s: float = 60.0) -> dict:
     """Hold a crowd of stalled uploads open; meanwhile time liveness and a real prediction, and sample
     the workers' RSS; then wait (up to ``settle_s``) for the server to drop the crowd.
 
@@ -594,13 +594,24 @@ def crowd(*, kind: str, count: int, length: int | None = None, sent: int = 3, js
         probes: list[Result] = []
         predictions: list[Result] = []
         deadline = time.monotonic() + hold_s
+
+        def keep_asking(results: list[Result], **request: object) -> None:
+            while time.monotonic() < deadline:
+                results.append(one_request(server.port, timeout=5, **request))
+                time.sleep(0.1)
+
+        askers = [threading.Thread(target=keep_asking, args=(probes,), daemon=True,
+                                   kwargs={"method": "GET", "path": "/v2/health/live", "body": None,
+                                           "headers": {}}),
+                  threading.Thread(target=keep_asking, args=(predictions,), daemon=True)]
+        for asker in askers:
+            asker.start()
         while time.monotonic() < deadline:
-            probes.append(one_request(server.port, "GET", "/v2/health/live", body=None, headers={},
-                                      timeout=5))
-            predictions.append(one_request(server.port, timeout=5))
             for pid in server.worker_pids():
                 peak[pid] = max(peak.get(pid, 0.0), rss_mib(pid))
             time.sleep(0.1)
+        for asker in askers:
+            asker.join(10)
         wait_for(lambda: not group.pending, timeout=settle_s, interval=0.2)
         drop_s = round(time.monotonic() - group.started, 1)
         codes = group.close()
@@ -614,10 +625,12 @@ def crowd(*, kind: str, count: int, length: int | None = None, sent: int = 3, js
         "kind": kind, "sent": count, "failed": sum(n for s, (n, _, _) in codes.items() if s != "200"),
         "codes": codes, "opened_s": round(opened_s, 2), "all_dropped_after_s": drop_s,
         "live": {"sent": len(probes), "ok": len(live_ms), "max_ms": round(live_ms[-1], 1) if live_ms else None,
-                 "p50_ms": round(live_ms[len(live_ms) // 2], 1) if live_ms else None},
+                 "p50_ms": round(live_ms[len(live_ms) // 2], 1) if live_ms else None,
+                 "over_1s": sum(ms > 1000 for ms in live_ms)},
         "predict": {"sent": len(predictions), "ok": len(predict_ms),
                     "max_ms": round(predict_ms[-1], 1) if predict_ms else None,
-                    "p50_ms": round(predict_ms[len(predict_ms) // 2], 1) if predict_ms else None},
+                    "p50_ms": round(predict_ms[len(predict_ms) // 2], 1) if predict_ms else None,
+                    "over_1s": sum(ms > 1000 for ms in predict_ms)},
         "rss_growth_peak_mib": {pid: round(peak[pid] - before.get(pid, 0.0)) for pid in peak if pid in before},
         "rss_growth_after_mib": {pid: round(after[pid] - before.get(pid, 0.0)) for pid in after
                                  if pid in before},
@@ -627,7 +640,7 @@ def crowd(*, kind: str, count: int, length: int | None = None, sent: int = 3, js
     }
 
 
-def crowd_faults(*, stalled: int = 2500, big: int = 64, hold_s: float = 3.0, env: dict | None = None,
+def crowd_faults(*, stalled: int = 2500, big: int = 64, hold_s: float = 5.0, env: dict | None = None,
                  settle_s: float = 60.0) -> list[dict]:
     """The crowd cases of issue 17: stalled uploads; maximum-size bodies held one byte short, raw and JSON."""
     from service.config import load_settings
@@ -888,9 +901,11 @@ def detail(row: dict) -> str:
     if kind.startswith("crowd"):
         return (f"crowd opened in {r['opened_s']} s, all dropped after {r['all_dropped_after_s']} s; while "
                 f"held: liveness {r['live']['ok']}/{r['live']['sent']} ok, p50 {r['live']['p50_ms']} ms, max "
-                f"{r['live']['max_ms']} ms; predictions {r['predict']['ok']}/{r['predict']['sent']} ok, max "
-                f"{r['predict']['max_ms']} ms; workers' RSS growth MiB peak {list(r['rss_growth_peak_mib'].values())}"
-                f", after {list(r['rss_growth_after_mib'].values())}; same worker pids: {r['worker_pids_kept']}; "
+                f"{r['live']['max_ms']} ms, {r['live']['over_1s']} over 1 s; predictions {r['predict']['ok']}/"
+                f"{r['predict']['sent']} ok, p50 {r['predict']['p50_ms']} ms, max {r['predict']['max_ms']} ms, "
+                f"{r['predict']['over_1s']} over 1 s; workers' RSS growth MiB peak "
+                f"{list(r['rss_growth_peak_mib'].values())}, after {list(r['rss_growth_after_mib'].values())}; "
+                f"same worker pids: {r['worker_pids_kept']}; "
                 f"settings {r['settings']}")
     if kind.startswith("slow"):
         b, d = r["baseline"], r["during"]

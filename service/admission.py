@@ -9,11 +9,13 @@ worker (``Admission`` wraps the WSGI app in each worker; ``service/gunicorn.conf
 1. ``GET /v2/health/live`` and ``/v2/health/ready`` go straight to the app: they have no body and must
    answer however busy the worker is.
 2. A request's declared body size (Content-Length; MAX_CONTENT_LENGTH + 1 for a chunked body) is
-   reserved from ``WORKER_BODY_BYTES`` before a byte is read. When it does not fit, the request waits
-   (arrival order among those that fit) for up to ADMISSION_WAIT_S, then gets 503 with ``Retry-After``.
+   reserved from ``WORKER_BODY_BYTES`` before a byte is read; an eighth of it is kept for bodies no
+   larger than that eighth. When it does not fit, the request waits (arrival order among those that
+   fit) for up to ADMISSION_WAIT_S, then gets 503 with ``Retry-After``.
 3. The body is read whole, within BODY_TIMEOUT_S; a stalled or trickled upload gets 408 and its
    connection is closed. A body that is already in gunicorn's read buffer (every small request) is
-   taken without arming a timer, so the common case pays nothing for the deadline.
+   taken without arming a timer, so the common case pays nothing for the deadline. Large bodies are
+   read a MiB at a time, the worker's other connections running in between.
 4. Only then does the request take one of ``WORKER_REQUESTS_IN_PROGRESS`` slots (FIFO, same bounded
    wait), so uploads in progress, however many, never keep a complete request from being answered.
 
@@ -34,6 +36,12 @@ from .config import Settings
 
 HEALTH_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 RETRY_AFTER_S = "1"
+# This share of WORKER_BODY_BYTES is kept for bodies no larger than it: the digits, drawings and
+# batches most clients send still get in while large bodies fill the rest.
+SMALL_BODY_SHARE = 8
+# Bodies larger than this are read piece by piece, letting the worker's other connections (health
+# checks among them) run between pieces instead of waiting for 32 MiB to be copied in.
+READ_PIECE = 1 << 20
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
@@ -66,15 +74,22 @@ class QueuedBudget:
     ADMISSION_WAIT_S. Greenlet-safe (a worker has one thread).
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, reserve: int = 0) -> None:
         self.capacity = max(1, capacity)
+        self.reserve = min(reserve, self.capacity // 2)
         self.used = 0
         self.waiters: deque[_Waiter] = deque()
 
+    def fits(self, cost: int) -> bool:
+        """Whether ``cost`` fits now. Requests larger than ``reserve`` leave the last ``reserve`` units
+        to smaller ones: bodies held open at the maximum size cannot take the room a digit needs."""
+        room = self.capacity - (self.reserve if cost > self.reserve else 0)
+        return self.used + cost <= room
+
     def acquire(self, cost: int, timeout: float) -> int | None:
         """The units taken (``cost``, at most the capacity), or None when the wait ran out."""
-        cost = min(cost, self.capacity)
-        if self.used + cost <= self.capacity:
+        cost = min(cost, self.capacity - (self.reserve if cost > self.reserve else 0))
+        if self.fits(cost):
             self.used += cost
             return cost
         if timeout <= 0:
@@ -95,7 +110,7 @@ class QueuedBudget:
         if not self.waiters:
             return
         for waiter in list(self.waiters):
-            if self.used + waiter.cost <= self.capacity:
+            if self.fits(waiter.cost):
                 self.waiters.remove(waiter)
                 self.used += waiter.cost
                 waiter.granted = True
@@ -111,7 +126,8 @@ class Admission:
         self.wait_s = settings.admission_wait_s
         self.body_timeout_s = settings.body_timeout_s
         self.slots = QueuedBudget(settings.worker_request_limit())
-        self.body_bytes = QueuedBudget(settings.worker_body_limit())
+        body_limit = settings.worker_body_limit()
+        self.body_bytes = QueuedBudget(body_limit, reserve=body_limit // SMALL_BODY_SHARE)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("PATH_INFO") in HEALTH_PATHS:
@@ -160,7 +176,7 @@ class Admission:
                 body = stream.read(want)
             else:
                 with gevent.Timeout(self.body_timeout_s, BodyTimeout):
-                    body = stream.read(want)
+                    body = stream.read(want) if want <= READ_PIECE else _read_in_pieces(stream, want)
         except BodyTimeout:
             return lambda start: self.refuse(start, 408, f"the request body did not arrive within "
                                              f"{self.body_timeout_s:g} s (BODY_TIMEOUT_S)")
@@ -185,6 +201,28 @@ class Admission:
         phrase = {400: "Bad Request", 408: "Request Timeout", 503: "Service Unavailable"}[status]
         start_response(f"{status} {phrase}", headers)
         return [payload]
+
+
+def next_poll() -> None:
+    """Let every other greenlet with work run once, the ones woken by the next poll included.
+
+    ``gevent.sleep(0)`` only queues this greenlet behind the hub's callbacks, which run before the next
+    poll; a timer that is already due fires after it, alongside the connections whose data arrived.
+    """
+    gevent.sleep(1e-9)
+
+
+def _read_in_pieces(stream, want: int) -> bytes:
+    pieces: list[bytes] = []
+    got = 0
+    while got < want:
+        piece = stream.read(min(READ_PIECE, want - got))
+        if not piece:
+            break
+        pieces.append(piece)
+        got += len(piece)
+        next_poll()
+    return b"".join(pieces)
 
 
 def _buffered(stream: object) -> int:

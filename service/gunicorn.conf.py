@@ -135,17 +135,13 @@ def when_ready(server) -> None:
 
 if _GEVENT:
     from gevent import getcurrent as _current_greenlet
-    from gevent import sleep as _sleep
 
-    from service.admission import requests_by_greenlet
+    from service.admission import next_poll, requests_by_greenlet
 else:
     requests_by_greenlet: dict = {}
 
     def _current_greenlet() -> None:
         return None
-
-_NEXT_POLL = 1e-9  # seconds: a timer due at once, see post_request
-
 
 def pre_request(worker, req) -> None:
     """Close, after answering, any connection whose body the app may refuse without reading it.
@@ -177,7 +173,7 @@ def post_request(worker, req, environ, resp) -> None:
     """
     requests_by_greenlet.pop(_current_greenlet(), None)
     if _GEVENT:
-        _sleep(_NEXT_POLL)
+        next_poll()
 
 
 def pre_fork(server, worker) -> None:
