@@ -591,6 +591,10 @@ def crowd(*, kind: str, count: int, length: int | None = None, sent: int = 3, js
                       "application/json" if json_body else "image/png", b" " if json_body else b"0")
         opened_s = time.monotonic() - started
         group.start()
+        # Held open = accepted by a worker (connect() returns once the kernel has queued it).
+        wait_for(lambda: sum(held_connections(pid, server.port) for pid in server.worker_pids()) >= count,
+                 timeout=60, interval=0.2)
+        accepted_s = time.monotonic() - started
         probes: list[Result] = []
         predictions: list[Result] = []
         deadline = time.monotonic() + hold_s
@@ -623,7 +627,8 @@ def crowd(*, kind: str, count: int, length: int | None = None, sent: int = 3, js
     predict_ms = sorted(1000 * (r.t1 - r.t0) for r in predictions if r.ok)
     return {
         "kind": kind, "sent": count, "failed": sum(n for s, (n, _, _) in codes.items() if s != "200"),
-        "codes": codes, "opened_s": round(opened_s, 2), "all_dropped_after_s": drop_s,
+        "codes": codes, "opened_s": round(opened_s, 2), "accepted_s": round(accepted_s, 2),
+        "all_dropped_after_s": drop_s,
         "live": {"sent": len(probes), "ok": len(live_ms), "max_ms": round(live_ms[-1], 1) if live_ms else None,
                  "p50_ms": round(live_ms[len(live_ms) // 2], 1) if live_ms else None,
                  "over_1s": sum(ms > 1000 for ms in live_ms)},
@@ -899,7 +904,8 @@ def detail(row: dict) -> str:
                 f"new-connection probes {r['new_connection_probes']}; master exit {r['master_exit_code']} "
                 f"after {r['exit_after_s']} s")
     if kind.startswith("crowd"):
-        return (f"crowd opened in {r['opened_s']} s, all dropped after {r['all_dropped_after_s']} s; while "
+        return (f"crowd opened in {r['opened_s']} s, accepted by the workers after {r['accepted_s']} s, all "
+                f"dropped after {r['all_dropped_after_s']} s; while "
                 f"held: liveness {r['live']['ok']}/{r['live']['sent']} ok, p50 {r['live']['p50_ms']} ms, max "
                 f"{r['live']['max_ms']} ms, {r['live']['over_1s']} over 1 s; predictions {r['predict']['ok']}/"
                 f"{r['predict']['sent']} ok, p50 {r['predict']['p50_ms']} ms, max {r['predict']['max_ms']} ms, "

@@ -9,8 +9,8 @@ worker (``Admission`` wraps the WSGI app in each worker; ``service/gunicorn.conf
 1. ``GET /v2/health/live`` and ``/v2/health/ready`` go straight to the app: they have no body and must
    answer however busy the worker is.
 2. A request's declared body size (Content-Length; MAX_CONTENT_LENGTH + 1 for a chunked body) is
-   reserved from ``WORKER_BODY_BYTES`` before a byte is read; an eighth of it is kept for bodies no
-   larger than that eighth. When it does not fit, the request waits (arrival order among those that
+   reserved from ``WORKER_BODY_BYTES`` before a byte is read; an eighth of it is kept for small
+   bodies (a quarter of that eighth at most). When it does not fit, the request waits (arrival order among those that
    fit) for up to ADMISSION_WAIT_S, then gets 503 with ``Retry-After``.
 3. The body is read whole, within BODY_TIMEOUT_S; a stalled or trickled upload gets 408 and its
    connection is closed. A body that is already in gunicorn's read buffer (every small request) is
@@ -36,8 +36,9 @@ from .config import Settings
 
 HEALTH_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 RETRY_AFTER_S = "1"
-# This share of WORKER_BODY_BYTES is kept for bodies no larger than it: the digits, drawings and
-# batches most clients send still get in while large bodies fill the rest.
+# This share of WORKER_BODY_BYTES is kept for small bodies (at most a quarter of that share each: 8 MiB
+# of a 256 MiB budget): the digits, drawings and batches most clients send still get in while large
+# bodies fill the rest.
 SMALL_BODY_SHARE = 8
 # Bodies larger than this are read piece by piece, letting the worker's other connections (health
 # checks among them) run between pieces instead of waiting for 32 MiB to be copied in.
@@ -74,21 +75,25 @@ class QueuedBudget:
     ADMISSION_WAIT_S. Greenlet-safe (a worker has one thread).
     """
 
-    def __init__(self, capacity: int, reserve: int = 0) -> None:
+    def __init__(self, capacity: int, reserve: int = 0, small: int = 0) -> None:
         self.capacity = max(1, capacity)
         self.reserve = min(reserve, self.capacity // 2)
+        self.small = small
         self.used = 0
         self.waiters: deque[_Waiter] = deque()
 
+    def room(self, cost: int) -> int:
+        """Units a request of ``cost`` may use: requests larger than ``small`` leave the last
+        ``reserve`` units to small ones, so bodies held open at the maximum size cannot take the room
+        a digit needs."""
+        return self.capacity - (self.reserve if cost > self.small else 0)
+
     def fits(self, cost: int) -> bool:
-        """Whether ``cost`` fits now. Requests larger than ``reserve`` leave the last ``reserve`` units
-        to smaller ones: bodies held open at the maximum size cannot take the room a digit needs."""
-        room = self.capacity - (self.reserve if cost > self.reserve else 0)
-        return self.used + cost <= room
+        return self.used + cost <= self.room(cost)
 
     def acquire(self, cost: int, timeout: float) -> int | None:
-        """The units taken (``cost``, at most the capacity), or None when the wait ran out."""
-        cost = min(cost, self.capacity - (self.reserve if cost > self.reserve else 0))
+        """The units taken (``cost``, at most its room), or None when the wait ran out."""
+        cost = min(cost, self.room(cost))
         if self.fits(cost):
             self.used += cost
             return cost
@@ -127,7 +132,8 @@ class Admission:
         self.body_timeout_s = settings.body_timeout_s
         self.slots = QueuedBudget(settings.worker_request_limit())
         body_limit = settings.worker_body_limit()
-        self.body_bytes = QueuedBudget(body_limit, reserve=body_limit // SMALL_BODY_SHARE)
+        reserve = body_limit // SMALL_BODY_SHARE
+        self.body_bytes = QueuedBudget(body_limit, reserve=reserve, small=reserve // 4)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("PATH_INFO") in HEALTH_PATHS:
