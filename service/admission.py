@@ -10,8 +10,8 @@ worker (``Admission`` wraps the WSGI app in each worker; ``service/gunicorn.conf
    answer however busy the worker is.
 2. A request's declared body size (Content-Length; MAX_CONTENT_LENGTH + 1 for a chunked body) is
    reserved from ``WORKER_BODY_BYTES`` before a byte is read; an eighth of it is kept for small
-   bodies (a quarter of that eighth at most). When it does not fit, the request waits (arrival order among those that
-   fit) for up to ADMISSION_WAIT_S, then gets 503 with ``Retry-After``.
+   bodies (a quarter of that eighth at most). When it does not fit, the request waits (arrival order
+   among those that fit) for up to ADMISSION_WAIT_S, then gets 503 with ``Retry-After``.
 3. The body is read whole, within BODY_TIMEOUT_S; a stalled or trickled upload gets 408 and its
    connection is closed. A body that is already in gunicorn's read buffer (every small request) is
    taken without arming a timer, so the common case pays nothing for the deadline. Large bodies are

@@ -166,8 +166,8 @@ def post_request(worker, req, environ, resp) -> None:
     greenlet as a hub *callback*, and the hub runs callbacks queued while it runs callbacks in the same
     pass (until 50 have run and 5 ms have passed), so the busy connections kept cycling there while
     connections whose requests came in through the poll -- and the listening socket, i.e. connections
-    not yet accepted -- waited: at 64 connections the first requests of late-accepted connections
-    waited seconds (p99 of JSON batches 40x p50). A timer that is already due fires only after the
+    not yet accepted -- waited: at 64 connections some connections got a tenth of the answers of
+    others and the first requests of late-accepted ones waited seconds. A timer that is already due fires only after the
     next poll, so each pass of the loop serves every connection with a request waiting once, accepts
     new ones, and goes round again: round-robin service.
     """
