@@ -140,7 +140,7 @@ class Admission:
         if environ.get("PATH_INFO") in HEALTH_PATHS:
             return self.app(environ, start_response)
         length = environ.get("CONTENT_LENGTH") or ""
-        if length.isdigit():
+        if length.isascii() and length.isdigit():
             cost = int(length)
             if cost > self.limit:
                 return self.app(environ, start_response)  # 413 from the app, body unread

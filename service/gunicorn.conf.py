@@ -72,6 +72,19 @@ def _shared_runtime_dir() -> str:
 
 _runtime_dir = _shared_runtime_dir()
 
+
+def _plain_server_header() -> None:
+    """Send ``Server: mnist-serving`` rather than ``Server: gunicorn``: the header names the product,
+    not the stack under it (gunicorn writes it on every response, its own 400s included)."""
+    from gunicorn.http import wsgi
+
+    from service.dataplane import SERVER_NAME
+
+    wsgi.SERVER = SERVER_NAME
+
+
+_plain_server_header()
+
 wsgi_app = "service.wsgi:app"
 bind = [f"{_settings.host}:{_settings.port}"]
 workers = _settings.worker_count()
@@ -153,7 +166,8 @@ def pre_request(worker, req) -> None:
     if _GEVENT:
         requests_by_greenlet[_current_greenlet()] = req  # so Admission can close the connection
     for name, value in req.headers:
-        too_long = name == "CONTENT-LENGTH" and value.isdigit() and int(value) > _settings.max_content_length
+        too_long = (name == "CONTENT-LENGTH" and value.isascii() and value.isdigit()
+                    and int(value) > _settings.max_content_length)
         if too_long or (name == "TRANSFER-ENCODING" and "chunked" in value.lower()):
             req.must_close = True
 
