@@ -13,15 +13,14 @@ Off (404) unless ``FEEDBACK_DIR`` is set; with ``FEEDBACK_TOKEN`` a bearer token
 from __future__ import annotations
 
 import hmac
-from pathlib import Path
 
 from flask import Blueprint, Response, g, request
 
 from .. import metrics
 from ..codecs.b64 import decode_base64
 from ..errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, ServiceError, UnsupportedMediaType
-from ..feedback import FeedbackStore, Picture, StoreFull
-from ..http import dataplane, json_body, json_response, read_body
+from ..feedback import Picture, StoreFull
+from ..http import current_service, json_body, json_response, read_body
 from ..pictures.decode import decode_image, sniff_format
 from ..repository import parse_version
 
@@ -34,7 +33,7 @@ ACCEPTED = "image/*, application/octet-stream, multipart/form-data or applicatio
 @bp.get("/v1/feedback")
 def feedback_config() -> Response:
     """Whether feedback is accepted, and whether it needs a token (the web page asks once)."""
-    settings = dataplane().settings
+    settings = current_service().settings
     return json_response({"enabled": bool(settings.feedback_dir), "token_required": bool(settings.feedback_token)})
 
 
@@ -48,9 +47,9 @@ def feedback(name: str) -> Response:
 
 
 def _feedback(name: str) -> Response:
-    plane = dataplane()
-    settings = plane.settings
-    if not settings.feedback_dir:
+    service = current_service()
+    settings, plane, store = service.settings, service.plane, service.feedback
+    if store is None:
         raise _Off("feedback is off on this server (start it with FEEDBACK_DIR set to turn it on)")
     _require_token(settings.feedback_token)
     model = plane.model(name)  # 404 for a model that is not served; its name is then safe as a folder
@@ -68,7 +67,6 @@ def _feedback(name: str) -> Response:
         "version": None if version is None else str(parse_version(str(version))),
         "request_id": g.get("request_id"),
     }
-    store = FeedbackStore(Path(settings.feedback_dir), settings.feedback_max_bytes)
     stored = store.store(model.name, labels, index, picture, meta)
     metrics.feedback_stored(model.name, stored.label, created=stored.created, conflict=stored.conflict)
     body = {"stored": stored.sha256, "label": stored.label, "conflict": stored.conflict}
