@@ -23,7 +23,7 @@ import requests
 
 from bench.photodigits import corpus
 from service.pictures.decode import decode_image
-from service.pictures.normalise import to_model_input
+from service.pictures.normalise import batch_to_model_input
 from training.data import load_dataset
 from training.gate import EXIT_GATE, accuracy
 
@@ -120,7 +120,7 @@ def test_feedback_fine_tune_gate_and_serve(tmp_path: Path) -> None:
 
         # v1 vs v2 on photo-like pictures of test digits, as the service normalises them.
         tests = corpus(mnist.x_test, mnist.y_test, TEST_PICTURES, seed=41)
-        x = np.stack([to_model_input(decode_image(p, max_pixels=1 << 24)) for p, _ in tests])
+        x = np.vstack([batch_to_model_input([decode_image(p, max_pixels=1 << 24)]) for p, _ in tests])
         y = np.array([label for _, label in tests])
         v1, v2 = (accuracy(repo / "mnist" / str(v) / "model.onnx", x, y) for v in (1, 2))
         print(f"photo-like test digits ({TEST_PICTURES}): v1 {v1:.4f}, v2 {v2:.4f}; MNIST test: "

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from service.pictures.decode import decode_image
-from service.pictures.normalise import to_model_input
+from service.pictures.normalise import batch_to_model_input
 from training.data import DatasetError, preprocess
 from training.extra_data import is_held_out, load_extra, oversample_factor
 from training.gate import TEST_TOLERANCE, EvalSet, evaluate, table
@@ -73,7 +73,7 @@ def test_extra_data_goes_through_the_service_normalisation_and_skips_what_it_can
     rows = {tuple(r): y for r, y in zip(np.vstack([source.x_train, source.x_holdout]).round(6),
                                         np.concatenate([source.y_train, source.y_holdout]), strict=True)}
     for data, label in kept.values():
-        served = to_model_input(decode_image(data, max_pixels=1 << 24), "mnist").round(6)
+        served = batch_to_model_input([decode_image(data, max_pixels=1 << 24)], "mnist")[0].round(6)
         assert rows[tuple(served)] == label
     held = sum(is_held_out(d, 0.25) for d in kept)
     assert len(source.y_holdout) == held and 0 < held < 40

@@ -25,7 +25,7 @@ from service.contract import FEATURES
 from service.errors import ServiceError
 from service.labelfolders import folder_to_index
 from service.pictures.decode import decode_image
-from service.pictures.normalise import to_model_input
+from service.pictures.normalise import batch_to_model_input
 
 # Files the feedback store writes beside the pictures (and temporary files while writing): not pictures.
 _NOT_PICTURES = frozenset(("feedback.jsonl",))
@@ -119,7 +119,8 @@ def load_extra(folder: str | Path, labels: list[str], mode: str, holdout: float)
             continue
         ((index, (path, data)),) = classes.items()
         try:
-            row = to_model_input(decode_image(data, max_pixels=max_pixels), mode)
+            # Exactly what a one-picture request gets: the data plane decodes, then normalises a batch.
+            row = batch_to_model_input([decode_image(data, max_pixels=max_pixels)], mode)[0]
         except ServiceError as exc:
             skipped.append(f"{path}: {exc.message}")
             continue
