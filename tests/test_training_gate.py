@@ -17,7 +17,7 @@ from service.pictures.decode import decode_image
 from service.pictures.normalise import batch_to_model_input
 from training.data import DatasetError, preprocess
 from training.extra_data import is_held_out, load_extra, oversample_factor
-from training.gate import TEST_TOLERANCE, EvalSet, evaluate, table
+from training.gate import TEST_TOLERANCE, EvalSet, decide, evaluate, table
 from training.init_from import check_shapes, read_dense_weights
 
 from .support import MODELS, mnist_test_set
@@ -159,3 +159,16 @@ def test_gate_compares_with_the_pinned_version_and_refuses_any_loss_on_own_pictu
                                 EvalSet("holdout own", own, v1_answers, 0.0)], repo, "mnist")
     assert not result.passed and result.reason.endswith("holdout own")
     assert [row["verdict"] for row in result.rows] == ["ok", "WORSE"]
+
+
+@pytest.mark.parametrize(("test_change", "own_change", "passed"), [
+    (0.0, 0.0, True),
+    (-0.0019, 0.0, True),  # 0.19 points worse on the test set: allowed
+    (-0.0021, 0.05, False),  # 0.21 points worse: refused, however much own pictures gain
+    (0.01, -0.0001, False),  # any loss on own pictures: refused, however much the test set gains
+    (0.002, 0.016, True),
+])
+def test_gate_rule_at_its_edges(test_change, own_change, passed):
+    rows = [{"set": "test", "images": 10000, "new": 0.98 + test_change, "current": 0.98, "allowed_drop": 0.002},
+            {"set": "holdout own", "images": 60, "new": 0.5 + own_change, "current": 0.5, "allowed_drop": 0.0}]
+    assert decide(rows, 1).passed is passed

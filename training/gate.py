@@ -92,6 +92,12 @@ def evaluate(new_onnx: bytes, sets: list[EvalSet], repo: Path, name: str) -> Gat
             row["current"] = accuracy(path, s.x, s.y)
     except Exception as exc:  # onnxruntime's many error types: the served file cannot be scored
         return GateResult(False, version, rows, f"version {version} could not be evaluated ({type(exc).__name__})")
+    return decide(rows, version)
+
+
+def decide(rows: list[dict], version: int) -> GateResult:
+    """The rule, on scored rows (``new``, ``current``, ``allowed_drop``): any set worse by more than
+    it allows refuses the model."""
     failed = []
     for row in rows:
         if row["new"] is None or row["current"] is None:
