@@ -179,3 +179,17 @@ def test_a_full_store_answers_507_and_keeps_what_it_had(monkeypatch: pytest.Monk
     assert full.status_code == 507 and "FEEDBACK_MAX_BYTES" in full.json["error"]
     assert {p: (tmp_path / p).read_bytes() for p in files_in(tmp_path)} == before
     assert not [p for p in tmp_path.rglob(".tmp-*")]
+
+
+def test_a_label_that_is_no_folder_name_is_stored_under_a_safe_name_training_reads_back(client, empty: Path) -> None:
+    """Fashion-MNIST's "T-shirt/top" holds a slash: the folder is "T-shirt_top", and --extra-data maps it
+    back to class 0 (one mapping, service/labelfolders.py, for both)."""
+    from training.data import FASHION_LABELS
+    from training.extra_data import load_extra
+
+    response = client.post("/v1/models/fashion-mnist/feedback?label=T-shirt/top", data=GOOD, content_type="image/png")
+    assert response.status_code == 201 and response.json["label"] == "T-shirt/top"
+    assert files_in(empty) == [f"fashion-mnist/T-shirt_top/{response.json['stored']}.png",
+                               "fashion-mnist/feedback.jsonl"]
+    source = load_extra(empty / "fashion-mnist", FASHION_LABELS, "fashion", holdout=0.0)
+    assert source.y_train.tolist() == [0] and source.skipped == []
