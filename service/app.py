@@ -17,7 +17,7 @@ from .build import Service, build
 from .config import Settings
 from .errors import ServiceError
 from .fastlane import FastLane
-from .http import attach_service, json_error
+from .http import InMemoryFormRequest, attach_service, json_error
 from .routes import admin, docs, feedback, simple, tfserving, v2, web
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ def create_app(service: Service | None = None, *, start: bool = True) -> Flask:
     service = service or build()
     settings = service.settings
     app = Flask(__name__)
+    app.request_class = InMemoryFormRequest  # multipart file parts stay in memory, never in TMPDIR
     # '//' in a path must be a JSON 404 like any unknown path, not an HTML redirect to another route.
     app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length

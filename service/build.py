@@ -58,6 +58,7 @@ def build(settings: Settings | None = None) -> Service:
         default_policy=VersionPolicy.parse(settings.version_policy),
         providers=settings.providers,
         threads=settings.ort_threads(),
+        max_model_bytes=settings.max_model_bytes,
     )
     metrics.connect(registry.events)  # model loads, refusals and unloads -> Prometheus
     # Admin state shared by the workers (RUNTIME_DIR/control.json); reset once per server, here.

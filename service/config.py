@@ -95,6 +95,18 @@ class Settings:
         "decoding.",
         lambda: _int("MAX_IMAGE_PIXELS", 4096 * 4096),
     )
+    max_request_pixels: int = _setting(
+        "MAX_REQUEST_PIXELS", "Most pixels (width x height, summed over its images) one request may "
+        "decode; checked from the headers before decoding. Bounds a request's decode time (~0.1 s per "
+        "16 Mpx) however many small files declare huge images.",
+        lambda: _int("MAX_REQUEST_PIXELS", 4 * 4096 * 4096),
+    )
+    max_model_bytes: int = _setting(
+        "MAX_MODEL_BYTES", "Largest model.onnx loaded; a bigger file is refused (shown in the model's "
+        "status) without being read. Reading and hashing run beside the event loop, but onnxruntime "
+        "holds the GIL while it parses a model (~3 ms per MB), so this also bounds that stall.",
+        lambda: _int("MAX_MODEL_BYTES", 64 * 1024 * 1024),
+    )
     default_top_k: int = _setting(
         "DEFAULT_TOP_K", "How many classes each prediction lists in top_k unless the query says.",
         lambda: _int("DEFAULT_TOP_K", 3),
@@ -154,6 +166,11 @@ class Settings:
     )
     host: str = _setting("HOST", "Address gunicorn binds to.", lambda: _env("HOST", "0.0.0.0"))
     port: int = _setting("PORT", "Port gunicorn binds to.", lambda: _int("PORT", 8000))
+    grpc_port: int = _setting(
+        "GRPC_PORT", "Port for the Open Inference Protocol over gRPC (KServe V2, Triton clients), on HOST, "
+        "served by every worker (SO_REUSEPORT); empty or 0 = no gRPC. Messages are limited to MAX_CONTENT_LENGTH.",
+        lambda: _int("GRPC_PORT", 0),
+    )
 
     def ort_threads(self) -> int:
         """Threads per onnxruntime session, so that workers x threads never oversubscribes the cores."""

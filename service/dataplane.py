@@ -16,11 +16,10 @@ import numpy as np
 from .batching import Batcher
 from .config import Settings
 from .contract import FEATURES, IMAGE_INPUT_NAME, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
-from .errors import BadRequest, ServiceError
+from .errors import BadRequest
 from .items import check_item_count
 from .model_status import model_status
-from .pictures.decode import decode_image
-from .pictures.normalise import batch_to_model_input
+from .pictures import batch as pictures
 from .registry import ModelRegistry
 from .repository import parse_version
 from .runtime import LoadedModel
@@ -103,23 +102,13 @@ class DataPlane:
         return self.pictures_to_batch(blobs, mode, where=where)
 
     def pictures_to_batch(self, blobs: list[bytes], mode: str, *, where: str | None = None) -> np.ndarray:
-        """``images_to_batch`` once the preprocessing mode is known: decode each picture, normalise all."""
-        grays = []
-        for index, blob in enumerate(blobs):
-            try:
-                grays.append(decode_image(blob, max_pixels=self.settings.max_image_pixels))
-            except ServiceError as exc:
-                if where is not None:
-                    raise type(exc)(f"{where} element {index}: {exc.message}", exc.status) from None
-                if len(blobs) > 1:
-                    exc.message = f"image {index}: {exc.message}"
-                raise
-        try:
-            return batch_to_model_input(grays, mode)
-        except ServiceError as exc:
-            if where is None:
-                raise
-            raise type(exc)(f"{where}: {exc.message}", exc.status) from None
+        """``images_to_batch`` once the preprocessing mode is known: decode and normalise the pictures one
+        at a time, within the request's pixel budget (MAX_REQUEST_PIXELS; service/pictures/batch.py)."""
+        return pictures.pictures_to_batch(
+            blobs, mode, max_pixels=self.settings.max_image_pixels,
+            max_request_pixels=self.settings.max_request_pixels,
+            describe=(lambda index: f"{where} element {index}") if where is not None else None,
+        )
 
     # -- inference -------------------------------------------------------------------------------
 

@@ -72,6 +72,19 @@ def _shared_runtime_dir() -> str:
 
 _runtime_dir = _shared_runtime_dir()
 
+
+def _plain_server_header() -> None:
+    """Send ``Server: mnist-serving`` rather than ``Server: gunicorn``: the header names the product,
+    not the stack under it (gunicorn writes it on every response, its own 400s included)."""
+    from gunicorn.http import wsgi
+
+    from service.dataplane import SERVER_NAME
+
+    wsgi.SERVER = SERVER_NAME
+
+
+_plain_server_header()
+
 wsgi_app = "service.wsgi:app"
 bind = [f"{_settings.host}:{_settings.port}"]
 workers = _settings.worker_count()
@@ -135,7 +148,8 @@ def pre_request(worker, req) -> None:
     bodies have no declared size, so their connections are not reused either.
     """
     for name, value in req.headers:
-        too_long = name == "CONTENT-LENGTH" and value.isdigit() and int(value) > _settings.max_content_length
+        too_long = (name == "CONTENT-LENGTH" and value.isascii() and value.isdigit()
+                    and int(value) > _settings.max_content_length)
         if too_long or (name == "TRANSFER-ENCODING" and "chunked" in value.lower()):
             req.must_close = True
 
@@ -164,13 +178,36 @@ def pre_fork(server, worker) -> None:
         gc.enable()
 
 
+def on_starting(server) -> None:
+    """With GRPC_PORT set, refuse to start when another server already has it (service/grpc/port.py)."""
+    if _settings.grpc_port:
+        from service.grpc.port import ensure_free
+
+        ensure_free(_settings.host, _settings.grpc_port)
+
+
 def post_worker_init(worker) -> None:
-    """Create onnxruntime sessions in the worker, after fork; warm-up runs before it takes requests."""
+    """Create onnxruntime sessions in the worker, after fork; warm-up runs before it takes requests.
+
+    With GRPC_PORT set, start the worker's gRPC server on the same service (service/grpc/server.py).
+    """
     from service.http import service_of
 
     service = service_of(worker.wsgi)
     if service is not None:  # bench/ serves a bare app with this file
         service.start()
+        if service.settings.grpc_port:
+            from service.grpc import server as grpc_server
+
+            server = grpc_server.start(service.plane, service.control, service.settings)
+            worker.grpc_stopped = grpc_server.stop_when(server, lambda: not worker.alive, graceful_timeout / 2)
+
+
+def worker_exit(server, worker) -> None:
+    """Let the worker's gRPC calls in flight finish (its server stopped taking new ones at SIGTERM)."""
+    stopped = getattr(worker, "grpc_stopped", None)
+    if stopped is not None:
+        stopped.wait(graceful_timeout / 2 + 1)
 
 
 def child_exit(server, worker) -> None:

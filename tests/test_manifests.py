@@ -33,6 +33,8 @@ from .openapi_models import Models, SchemaError, check
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
 KSERVE = ROOT / "deploy" / "kserve" / "inferenceservice.yaml"
+KSERVE_GRPC = ROOT / "deploy" / "kserve" / "inferenceservice-grpc.yaml"
+GRPC_PORT = 8081
 TFJOB = ROOT / "deploy" / "kubeflow" / "tfjob.yaml"
 KSERVE_MODELS = ROOT / "tests" / "schemas" / "kserve-0.21.0-models.json"  # .ci/extract_sdk_models.py
 K8S_VERSION = kubernetes_validate.latest_version()  # schemas shipped with the package, no network
@@ -111,13 +113,23 @@ def test_deployment_probes_security_and_resources() -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == dockerfile_uid() != 0
 
-    # The only writable path is an emptyDir on /tmp (RUNTIME_DIR, with the metrics, lives there).
+    # The only writable paths are emptyDirs: /tmp, and RUNTIME_DIR (metrics, admin state) on a volume of
+    # its own, so that temporary files cannot fill it.
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
+    assert_runtime_dir_has_its_own_volume(mounts, volumes, by_kind("ConfigMap")["data"]["RUNTIME_DIR"])
 
     # Graceful stop: the pod gets longer than preStop + gunicorn's graceful timeout.
     assert pod["terminationGracePeriodSeconds"] >= 25
+
+
+def assert_runtime_dir_has_its_own_volume(mounts: dict[str, str], volumes: dict[str, dict],
+                                          runtime_dir: str) -> None:
+    assert runtime_dir in mounts, f"RUNTIME_DIR {runtime_dir} is not a mount of its own"
+    assert mounts[runtime_dir] != mounts.get("/tmp")
+    volume = volumes[mounts[runtime_dir]]["emptyDir"]
+    assert volume.get("sizeLimit")
 
 
 def test_configmap_feeds_the_deployment_with_known_settings() -> None:
@@ -130,6 +142,24 @@ def test_configmap_feeds_the_deployment_with_known_settings() -> None:
     assert all(isinstance(value, str) for value in config["data"].values())
     assert config["data"]["RUNTIME_DIR"].startswith("/tmp/")  # on the emptyDir
     assert int(config["data"]["PORT"]) == 8000
+    assert int(config["data"]["GRPC_PORT"]) == GRPC_PORT
+
+
+def test_grpc_port_is_exposed_and_named() -> None:
+    """The Open Inference Protocol over gRPC: the port GRPC_PORT opens is declared everywhere, named grpc."""
+    (container,) = by_kind("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}["grpc"] == GRPC_PORT
+    service_ports = {p["name"]: p for p in by_kind("Service")["spec"]["ports"]}
+    assert service_ports["grpc"]["targetPort"] == "grpc"
+    assert service_ports["grpc"]["appProtocol"] == "kubernetes.io/h2c"
+
+    app = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["mnist-serving"]
+    grpc_ports = [p for p in app["ports"] if isinstance(p, dict) and p.get("name") == "grpc"]
+    assert [p["target"] for p in grpc_ports] == [GRPC_PORT]
+    assert int(app["environment"]["GRPC_PORT"]) == GRPC_PORT
+
+    runtime = (ROOT / "Dockerfile").read_text().split("AS runtime", 1)[1]
+    assert re.search(rf"^EXPOSE 8000 {GRPC_PORT}$", runtime, re.M)
 
 
 def test_admin_token_comes_from_the_secret() -> None:
@@ -333,6 +363,9 @@ def test_kserve_inference_service_valid_against_the_kserve_sdk_models() -> None:
     assert [p["containerPort"] for p in container["ports"]] == [8000]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert {e["name"] for e in container.get("env", [])} <= SETTINGS_ENV
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert_runtime_dir_has_its_own_volume({m["mountPath"]: m["name"] for m in container["volumeMounts"]},
+                                          {v["name"]: v for v in predictor["volumes"]}, env["RUNTIME_DIR"])
 
 
 BROKEN_ISVC = {
@@ -368,6 +401,29 @@ def test_kserve_model_tables_come_from_the_sdk() -> None:
     assert predictor["openapi_types"]["containers"] == "list[V1Container]"
 
 
+def test_kserve_grpc_inference_service() -> None:
+    """Knative routes one port per predictor: gRPC is its own InferenceService, its port named h2c."""
+    (isvc,) = documents(KSERVE_GRPC)
+    check(isvc, "V1beta1InferenceService", KSERVE_SDK)
+    (http_isvc,) = documents(KSERVE)
+    assert isvc["metadata"]["name"] != http_isvc["metadata"]["name"]
+    predictor = isvc["spec"]["predictor"]
+    pod_keys = set(k8s_models.V1PodSpec.attribute_map.values())
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "predictor"},
+           "spec": {key: value for key, value in predictor.items() if key in pod_keys}}
+    try:
+        kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        pytest.fail(f"gRPC predictor PodSpec: {exc.message} at {'.'.join(map(str, exc.path))}")
+    (container,) = predictor["containers"]
+    assert container["image"] == http_isvc["spec"]["predictor"]["containers"][0]["image"]
+    assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("h2c", GRPC_PORT)]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert set(env) <= SETTINGS_ENV and int(env["GRPC_PORT"]) == GRPC_PORT
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["tcpSocket"]["port"] == GRPC_PORT
+
+
 # --- compose and Prometheus -------------------------------------------------------------------------
 
 
@@ -379,6 +435,10 @@ def test_compose_file() -> None:
     assert any(str(port).endswith("8000") for port in app["ports"])
     assert set(app["environment"]) <= SETTINGS_ENV
     assert app["read_only"] is True and any(t.startswith("/tmp") for t in app["tmpfs"])
+    # RUNTIME_DIR (the image's default) on a tmpfs of its own, which temporary files cannot fill.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    runtime_dir = re.search(r"RUNTIME_DIR=(\S+)", dockerfile[dockerfile.index("AS runtime"):]).group(1)
+    assert any(t.split(":")[0] == runtime_dir for t in app["tmpfs"])
     assert "/v2/health/ready" in " ".join(app["healthcheck"]["test"])
 
     prometheus = services["prometheus"]
