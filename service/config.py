@@ -129,6 +129,19 @@ class Settings:
         "empty = CORS off.",
         lambda: _list("CORS_ORIGINS", ""),
     )
+    feedback_dir: str = _setting(
+        "FEEDBACK_DIR", "Where POST /v1/models/<name>/feedback stores users' labelled pictures "
+        "(<model>/<label>/<sha256>.<ext> + feedback.jsonl); empty turns feedback off (404).",
+        lambda: _env("FEEDBACK_DIR", ""),
+    )
+    feedback_max_bytes: int = _setting(
+        "FEEDBACK_MAX_BYTES", "Quota for the whole feedback store in bytes; when full, feedback gets 507.",
+        lambda: _int("FEEDBACK_MAX_BYTES", 1024 * 1024 * 1024),
+    )
+    feedback_token: str = _setting(
+        "FEEDBACK_TOKEN", "Bearer token required to send feedback; empty = anyone who can reach the page.",
+        lambda: _env("FEEDBACK_TOKEN", ""),
+    )
     log_level: str = _setting(
         "LOG_LEVEL", "Log level: DEBUG, INFO, WARNING, ERROR.",
         lambda: _env("LOG_LEVEL", "INFO").upper(),
