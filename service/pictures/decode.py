@@ -142,6 +142,12 @@ def decode_picture(data: bytes, *, max_pixels: int, min_side: int | None = DECOD
 # --- format detection -------------------------------------------------------------------------------
 
 
+def sniff_format(data: bytes) -> str | None:
+    """The picture format of ``data`` from its magic bytes (PNG, JPEG, ...), or None: for callers that
+    keep the original file (the feedback store names it by format, never by the client's word)."""
+    return _sniff_format(data)
+
+
 def _sniff_format(data: bytes) -> str | None:
     """The supported format whose magic bytes ``data`` starts with, or None."""
     if data.startswith(_PNG_SIGNATURE):
