@@ -22,7 +22,7 @@ from .fastlane import FastLane
 from .http import json_error
 from .registry import ModelRegistry
 from .repository import VersionPolicy
-from .routes import admin, docs, simple, tfserving, v2, web
+from .routes import admin, docs, read, simple, tfserving, v2, web
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
     app.extensions["control"] = Control.for_runtime_dir(registry, settings.runtime_dir)
     app.extensions["control"].reset()
 
-    for blueprint in (simple.bp, v2.bp, tfserving.bp, web.bp, admin.bp, docs.bp):
+    for blueprint in (simple.bp, read.bp, v2.bp, tfserving.bp, web.bp, admin.bp, docs.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     register_security_headers(app, settings)

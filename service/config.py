@@ -95,6 +95,10 @@ class Settings:
         "decoding.",
         lambda: _int("MAX_IMAGE_PIXELS", 4096 * 4096),
     )
+    max_read_digits: int = _setting(
+        "MAX_READ_DIGITS", "Most digits (pieces of ink) POST /read finds in one picture; more get 422.",
+        lambda: _int("MAX_READ_DIGITS", 32),
+    )
     default_top_k: int = _setting(
         "DEFAULT_TOP_K", "How many classes each prediction lists in top_k unless the query says.",
         lambda: _int("DEFAULT_TOP_K", 3),
