@@ -19,7 +19,7 @@ from .contract import FEATURES, IMAGE_INPUT_NAME, INPUT_NAME, NUM_CLASSES, OUTPU
 from .errors import BadRequest, PayloadTooLarge, ServiceError, Unprocessable
 from .pictures.decode import decode_image
 from .pictures.normalise import batch_to_model_input
-from .pictures.segment import TooManyPieces, segment_number
+from .pictures.segment import TooManyPieces, candidates, choose, segment_number
 from .registry import ModelRegistry
 from .repository import parse_version
 from .runtime import LoadedModel
@@ -179,20 +179,23 @@ class DataPlane:
         gray = decode_image(picture, max_pixels=self.settings.max_image_pixels)
         limit = self.settings.max_read_digits
         try:
-            digits = segment_number(gray, max_pieces=limit)
+            places = segment_number(gray, max_pieces=limit)
         except TooManyPieces as exc:
             raise Unprocessable(
                 f"the picture holds {exc.found} or more separate pieces of ink; at most {limit} digits are "
                 "read (MAX_READ_DIGITS): send a picture of one number on one line"
             ) from None
         answer: dict = {"model_name": model.name, "model_version": str(model.version), "text": "", "digits": []}
-        if not digits:
+        if not places:
             return answer
-        batch = batch_to_model_input([digit.crop for digit in digits], "mnist")
-        ranked = self.top_k(model, self.infer(model, batch, timings), max(1, top_k))
+        # Every way of cutting the line into digits, classified in one batch; the confidences pick.
+        digits = candidates(places)
+        probabilities = self.infer(model, batch_to_model_input([d.crop for d in digits], "mnist"), timings)
+        read = choose(places, probabilities.max(axis=1))
+        ranked = self.top_k(model, probabilities[read], max(1, top_k))
         answer["digits"] = [
-            {**best[0], "top_k": best if top_k else [], "box": list(digit.box)}
-            for best, digit in zip(ranked, digits, strict=True)
+            {**best[0], "top_k": best if top_k else [], "box": list(digits[i].box)}
+            for best, i in zip(ranked, read, strict=True)
         ]
         answer["text"] = "".join(entry["label"] for entry in answer["digits"])
         return answer

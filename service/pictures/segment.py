@@ -30,7 +30,8 @@ from PIL import Image, ImageFilter
 
 from .components import Components, label
 
-__all__ = ["WORK_MAX_SIDE", "Digit", "InkMap", "TooManyPieces", "ink_map", "segment_number"]
+__all__ = ["WORK_MAX_SIDE", "Digit", "InkMap", "Place", "TooManyPieces", "candidates", "choose", "ink_map",
+           "segment_number"]
 
 #: Longest side of the copy a picture is segmented on; bigger pictures are reduced first.
 WORK_MAX_SIDE = 1024
@@ -46,6 +47,10 @@ _TALL = 0.6  # pieces at least this tall are digits (or a digit's main stroke) o
 _SMALL_DIGIT = 0.35  # a lone short piece (or cluster) is a digit only when at least this tall
 _WIDE = 1.2  # a piece wider than this (times its height) may be two touching digits
 _CUT_SHARE = 0.45  # ... split only where a column holds at most this share of the typical column's ink
+_MAYBE_TWO = 0.8  # a piece wider than this (times its height) is also read cut in two, to compare
+_ALTERNATIVE_CUTS = 3  # ... at this many of its emptiest columns
+_DOUBTFUL = 0.5  # ... only when the shapes' own reading has a digit less confident than this
+_SWITCH_MARGIN = 0.3  # another cut must make the least confident digit this much more confident
 
 
 @dataclass(frozen=True)
@@ -118,9 +123,12 @@ def _paper(gray: np.ndarray) -> np.ndarray:
     small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small = Image.fromarray(gray).resize(small_size, Image.Resampling.BOX if scale < 1 else
                                          Image.Resampling.BILINEAR)
-    closed = small.filter(ImageFilter.MaxFilter(_PAPER_KERNEL)).filter(ImageFilter.MinFilter(_PAPER_KERNEL))
-    # A max filter again: the closing can leave the thickest strokes slightly dark; paper never is.
-    closed = closed.filter(ImageFilter.MaxFilter(3)).filter(ImageFilter.BoxBlur(2))
+    # Edge padding (the border pixel repeated) lets the closing follow a gradient right up to the
+    # frame: without it a vignette's dark corners come out darker than their "paper", i.e. as ink.
+    pad = 2 * _PAPER_KERNEL
+    padded = Image.fromarray(np.pad(np.asarray(small), pad, mode="edge"))
+    closed = padded.filter(ImageFilter.MaxFilter(_PAPER_KERNEL)).filter(ImageFilter.MinFilter(_PAPER_KERNEL))
+    closed = closed.filter(ImageFilter.BoxBlur(2)).crop((pad, pad, pad + small_size[0], pad + small_size[1]))
     return np.asarray(closed.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
@@ -171,11 +179,21 @@ class _Group:
         return max(0, min(self.x1, other.x1) - max(self.x0, other.x0))
 
 
-def segment_number(gray: np.ndarray, *, max_pieces: int = 32,
-                   ink: Callable[[np.ndarray], InkMap] = ink_map) -> list[Digit]:
-    """The digits of a number written on one line, left to right; [] when there is no ink.
+@dataclass(frozen=True)
+class Place:
+    """One stretch of the line and the ways to read it: ``options[0]`` is what the shapes say (one
+    digit, or several where the ink is clearly several touching digits); the others cut it elsewhere.
+    The classifier's confidence picks one (``choose``): a cut between two digits gives two confident
+    digits, a cut through one digit does not."""
 
-    ``max_pieces`` bounds the candidate digits (after specks are dropped): more raise
+    options: tuple[tuple[Digit, ...], ...]
+
+
+def segment_number(gray: np.ndarray, *, max_pieces: int = 32,
+                   ink: Callable[[np.ndarray], InkMap] = ink_map) -> list[Place]:
+    """The places of a number written on one line, left to right; [] when there is no ink.
+
+    ``max_pieces`` bounds the digits (after specks are dropped and pieces merged): more raise
     ``TooManyPieces`` before any crop is made, so a picture of noise costs little.
     """
     gray = np.asarray(gray)
@@ -185,16 +203,49 @@ def segment_number(gray: np.ndarray, *, max_pieces: int = 32,
     found = ink(work)
     parts = label(found.mask)
     groups = _digit_groups(parts, max_pieces)
-    digits = []
+    places = []
     for group in groups:
-        for x0, x1 in _split(group, parts):
-            crop, box = _crop(group, x0, x1, parts, found.strength)
-            if crop is None:
-                continue
-            digits.append(Digit(crop, _to_picture(box, scale, gray.shape)))
-    if len(digits) > max_pieces:
-        raise TooManyPieces(len(digits), max_pieces)
-    return digits
+        options = []
+        for cuts in _cut_options(group, parts):
+            digits = []
+            for x0, x1 in cuts:
+                crop, box = _crop(group, x0, x1, parts, found.strength)
+                if crop is not None:
+                    digits.append(Digit(crop, _to_picture(box, scale, gray.shape)))
+            if digits and all(len(d) != len(digits) or
+                              [x.box for x in d] != [x.box for x in digits] for d in options):
+                options.append(tuple(digits))
+        if options:
+            places.append(Place(tuple(options)))
+    if sum(len(p.options[0]) for p in places) > max_pieces:
+        raise TooManyPieces(sum(len(p.options[0]) for p in places), max_pieces)
+    return places
+
+
+def candidates(places: list[Place]) -> list[Digit]:
+    """Every digit of every option, in a fixed order: the batch to classify before ``choose``."""
+    return [digit for place in places for option in place.options for digit in option]
+
+
+def choose(places: list[Place], confidence: np.ndarray) -> list[int]:
+    """Indices (into ``candidates(places)``) of the digits read: per place the option whose least
+    confident digit is most confident; another cut replaces the shapes' own only when that clearly
+    helps (by ``_SWITCH_MARGIN``)."""
+    chosen: list[int] = []
+    at = 0
+    for place in places:
+        spans = []
+        for option in place.options:
+            spans.append(range(at, at + len(option)))
+            at += len(option)
+        weakest = [float(min(confidence[i] for i in span)) for span in spans]
+        best = 0
+        if weakest[0] < _DOUBTFUL:
+            for k in range(1, len(spans)):
+                if weakest[k] > weakest[best] + (_SWITCH_MARGIN if best == 0 else 0.0):
+                    best = k
+        chosen.extend(spans[best])
+    return chosen
 
 
 def _reduced(gray: np.ndarray) -> tuple[np.ndarray, float]:
@@ -252,6 +303,40 @@ def _digit_groups(parts: Components, max_pieces: int) -> list[_Group]:
     return sorted(digits, key=lambda g: (g.x0 + g.x1) / 2)
 
 
+def _cut_options(group: _Group, parts: Components) -> list[list[tuple[int, int]]]:
+    """Ways to cut a group into digits: first ``_split``'s, then (for a group wide enough to be two
+    digits) a cut at each of the emptiest columns, each side split further as ``_split`` would."""
+    options = [_split(group, parts)]
+    if group.width <= _MAYBE_TWO * group.height:
+        return options
+    columns = _columns(group, parts)
+    lo, hi = int(0.15 * group.width), int(0.85 * group.width)
+    inner = columns[lo:hi]
+    if inner.size < 3:
+        return options
+    # Local minima of the column projection (plateaus count once), emptiest first.
+    order = np.argsort(inner, kind="stable")
+    picked: list[int] = []
+    for k in order:
+        if all(abs(int(k) - p) > 0.1 * group.height for p in picked):
+            picked.append(int(k))
+        if len(picked) == _ALTERNATIVE_CUTS:
+            break
+    options.append([(group.x0, group.x1)])
+    for k in picked:
+        cut = group.x0 + lo + k
+        left = _split(_Group(group.labels, group.x0, group.y0, cut, group.y1), parts)
+        right = _split(_Group(group.labels, cut, group.y0, group.x1, group.y1), parts)
+        options.append(left + right)
+    return options
+
+
+def _columns(group: _Group, parts: Components) -> np.ndarray:
+    """How many of the group's own pixels each of its columns holds."""
+    window = parts.labels[group.y0:group.y1, group.x0:group.x1]
+    return np.isin(window, group.labels).sum(axis=0)
+
+
 def _split(group: _Group, parts: Components) -> list[tuple[int, int]]:
     """Column ranges of the digits in a group: one, unless it is clearly several touching digits.
 
@@ -262,8 +347,7 @@ def _split(group: _Group, parts: Components) -> list[tuple[int, int]]:
     if group.width <= _WIDE * group.height:
         return [(group.x0, group.x1)]
     pieces = max(2, round(group.width / (0.75 * group.height)))
-    window = parts.labels[group.y0:group.y1, group.x0:group.x1]
-    columns = np.isin(window, group.labels).sum(axis=0)
+    columns = _columns(group, parts)
     typical = float(np.median(columns[columns > 0])) if columns.any() else 0.0
     step = group.width / pieces
     cuts = [0]
