@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the real serving image with podman and test it (tests/test_container.py): health, a real
 # MNIST digit over HTTP, non-root, read-only root filesystem, hot reload from a volume, graceful
-# SIGTERM. Prints the image size and what it adds over python:3.11-slim. Exits non-zero on any failure
-# and removes every container it started.
+# SIGTERM; then play deploy/k8s with podman kube play (.ci/kube_play_test.py: the Deployment's pod,
+# its ConfigMap and Secret, drain within the grace period) and compose.yaml with podman-compose
+# (.ci/compose_test.py). Prints the image size and what it adds over python:3.11-slim. Exits non-zero on any failure and removes every container it started.
 #
 #   bash .ci/container-test.sh                      # image tag: mnist-serving:ci
 #   CONTAINER_IMAGE=mnist-serving:dev bash .ci/container-test.sh
@@ -52,6 +53,12 @@ awk -v s="$size" -v b="$base_size" 'BEGIN {
 
 echo "== container: tests"
 CONTAINER_IMAGE="$IMAGE" "$PYTHON" -m pytest tests/test_container.py -m container -p no:cacheprovider -q -rs
+echo "== container: deploy/k8s under podman kube play"
+# The Deployment as a cluster would run it (ConfigMap, Secret, probes, security context, grace period),
+# one replica of this image: ready, predicts, uid, read-only root, settings, token, metrics, drain.
+"$PYTHON" .ci/kube_play_test.py --image "$IMAGE"
+echo "== container: compose.yaml under podman-compose"
+"$PYTHON" .ci/compose_test.py --image "$IMAGE"
 # Keep the shared podman storage from filling up with the untagged images earlier builds left.
 podman image prune -f >/dev/null 2>&1 || true
 echo "== container: done"

@@ -34,7 +34,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support import MODELS, GunicornServer, mnist_test_set  # noqa: E402
+from bench.server import MODELS, GunicornServer, mnist_test_set  # noqa: E402
+from service.contract import FEATURES, INPUT_NAME, OUTPUT_NAME  # noqa: E402
 
 WRK_SCRIPT = """
 local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
@@ -97,16 +98,16 @@ def multipart(files: list[bytes]) -> tuple[bytes, str]:
 
 def v2_binary(x: np.ndarray) -> tuple[bytes, int]:
     header = json.dumps({
-        "inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape),
+        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": list(x.shape),
                     "parameters": {"binary_data_size": x.nbytes}}],
-        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+        "outputs": [{"name": OUTPUT_NAME, "parameters": {"binary_data": True}}],
     }).encode()
     return header + x.astype("<f4").tobytes(), len(header)
 
 
 def scenarios() -> list[Scenario]:
     images, _ = mnist_test_set()
-    x = images.reshape(len(images), 784).astype(np.float32) / 255.0
+    x = images.reshape(len(images), FEATURES).astype(np.float32) / 255.0
     mp_body, mp_type = multipart([png(p) for p in images[:64]])
     v2_body, v2_header = v2_binary(x[:1024])
     return [

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.support import MODELS, GunicornServer, bar_png  # noqa: E402
+from bench.server import MODELS, GunicornServer, bar_png  # noqa: E402
 
 HOST = "127.0.0.1"
 

@@ -214,10 +214,12 @@ def _main() -> None:
 
 
 def _print_score(samples: list[NumberPicture], images: np.ndarray, labels: np.ndarray) -> None:
-    from service.app import create_app
+    from service.build import build
     from service.dataplane import Timings
 
-    plane = create_app().extensions["dataplane"]
+    service = build()
+    service.start()
+    plane = service.plane
     answers = [plane.read(None, {"top_k": "0"}, s.data, Timings()) for s in samples]
     figures = score(samples, answers)
     # The model's own ceiling: the same digits, each alone, as MNIST shows them.

@@ -1,6 +1,6 @@
-"""The Flask app factory: settings -> registry -> data plane -> blueprints, and JSON errors everywhere.
+"""The Flask app factory: a built service (``service/build.py``) -> blueprints, and JSON errors everywhere.
 
-Models are not loaded here but in each worker after gunicorn forks (``start_models``, called by
+Models are not loaded here but in each worker after gunicorn forks (``Service.start``, called by
 ``gunicorn.conf.py``'s post_worker_init): onnxruntime sessions must not be shared across a fork.
 """
 
@@ -8,77 +8,53 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import metrics
-from .config import Settings, load_settings
-from .control import Control
-from .dataplane import DataPlane
+from .build import Service, build
+from .config import Settings
 from .errors import ServiceError
 from .fastlane import FastLane
-from .http import json_error
-from .registry import ModelRegistry
-from .repository import VersionPolicy
+from .http import attach_service, json_error
 from .routes import admin, docs, read, simple, tfserving, v2, web
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask:
-    """Build the app. ``start=False`` defers loading models to ``start_models`` (after fork)."""
-    settings = settings or load_settings()
+def create_app(service: Service | None = None, *, start: bool = True) -> Flask:
+    """The app serving ``service`` (built from the environment when none is given).
+
+    ``start=False`` defers loading models to ``Service.start`` (after fork).
+    """
+    service = service or build()
+    settings = service.settings
     app = Flask(__name__)
     # '//' in a path must be a JSON 404 like any unknown path, not an HTML redirect to another route.
     app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.config["MAX_FORM_PARTS"] = settings.max_batch_items + 8
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_content_length
-
-    registry = ModelRegistry(
-        repository=settings.model_repository,
-        default_policy=VersionPolicy.parse(settings.version_policy),
-        providers=settings.providers,
-        threads=settings.ort_threads(),
-    )
-    metrics.connect(registry.events)  # model loads, refusals and unloads -> Prometheus
-    app.extensions["dataplane"] = DataPlane(settings, registry)
-    # Admin state shared by the workers (RUNTIME_DIR/control.json); reset once per server, here.
-    app.extensions["control"] = Control.for_runtime_dir(registry, settings.runtime_dir)
-    app.extensions["control"].reset()
+    attach_service(app, service)
 
     for blueprint in (simple.bp, read.bp, v2.bp, tfserving.bp, web.bp, admin.bp, docs.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     register_security_headers(app, settings)
-    metrics.instrument(app)  # request metrics, JSON request log lines, X-Request-ID
-    app.wsgi_app = FastLane(app, app.wsgi_app)  # raw-image predictions skip Flask's per-request cost
+    metrics.instrument(app, service.registry)  # request metrics, JSON request log lines, X-Request-ID
+    app.wsgi_app = FastLane(service, app.wsgi_app)  # raw-image predictions skip Flask's per-request cost
 
     @app.before_request
     def ensure_models_started() -> None:
         # Under our gunicorn.conf.py the post-fork hook has done this already; any other host
         # (flask run, another WSGI server) gets the same behaviour on its first request.
-        if not app.extensions.get("models_started"):
-            start_models(app)
+        if not service.started:
+            service.start()
 
     if start:
-        start_models(app)
+        service.start()
     return app
-
-
-_start_lock = threading.Lock()
-
-
-def start_models(app: Flask) -> None:
-    """Load every model (with warm-up) and start polling the repository. Idempotent."""
-    plane: DataPlane = app.extensions["dataplane"]
-    with _start_lock:
-        if app.extensions.get("models_started"):
-            return
-        app.extensions["models_started"] = True
-    app.extensions["control"].start(plane.settings.poll_interval_s)
 
 
 def register_error_handlers(app: Flask) -> None:

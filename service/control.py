@@ -5,7 +5,7 @@ all of them. So the worker that gets it rewrites ``$RUNTIME_DIR/control.json``
 (``{"unloaded": [...], "generation": N}``) atomically, under an ``fcntl.flock`` on
 ``control.lock`` so that two admin calls on two workers cannot lose each other's change, and applies it
 to its own registry. Every worker's poller thread reads the file every ~0.25 s (see
-``ModelRegistry.start``); when it changed, the worker adopts ``unloaded``, rescans the repository and
+``service/poller.py``); when it changed, the worker adopts ``unloaded``, rescans the repository and
 confirms by writing the generation it now serves to ``control-acks/<pid>``. The worker that got the
 call answers once every live sibling worker has confirmed (at most ``WAIT_S``; the response lists any
 that did not), so after a 200 every worker serves the new state: that takes ~0.25 s plus the time to
@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import Unavailable
+from .model_status import require_served
+from .poller import RepositoryPoller
 from .registry import ModelRegistry
 from .repository import atomic_write_bytes
 
@@ -80,6 +82,7 @@ class Control:
     _acked: int = field(default=-1, init=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, init=False)
     _ack_guard: threading.Lock = field(default_factory=threading.Lock, init=False)
+    poller: RepositoryPoller | None = field(default=None, init=False)  # started by ``start``
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
@@ -185,7 +188,9 @@ class Control:
         except OSError as exc:
             log.error("cannot register in %s: %s", self.acks, exc)
         self.adopt()
-        self.registry.start(poll_interval_s, tick=self.tick, tick_interval_s=CHECK_INTERVAL_S)
+        self.registry.sync()  # every model loaded (and warmed up) before the worker takes requests
+        self.poller = RepositoryPoller(self.registry.sync, poll_interval_s, tick=self.tick,
+                                       tick_interval_s=CHECK_INTERVAL_S).start()
         self._ack(self._state.generation if self._state else 0)
 
     def _ack(self, generation: int) -> None:
@@ -238,7 +243,7 @@ class Control:
         """Serve the model again in every worker, and make every worker rescan the repository now."""
         self.registry.check_name(name)
         result = self.update(lambda s: ControlState(s.unloaded - {name}, s.generation))
-        self.registry.require_served(name)
+        require_served(self.registry, name)
         return result
 
 

@@ -16,7 +16,9 @@ import numpy as np
 from .batching import Batcher
 from .config import Settings
 from .contract import FEATURES, IMAGE_INPUT_NAME, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
-from .errors import BadRequest, PayloadTooLarge, ServiceError, Unprocessable
+from .errors import BadRequest, ServiceError, Unprocessable
+from .items import check_item_count
+from .model_status import model_status
 from .pictures.decode import decode_image
 from .pictures.normalise import batch_to_model_input
 from .pictures.segment import TooManyPieces, candidates, choose, segment_number
@@ -78,13 +80,7 @@ class DataPlane:
     # -- inputs ----------------------------------------------------------------------------------
 
     def check_items(self, count: int) -> None:
-        if count == 0:
-            raise BadRequest("the request carries no images or instances")
-        if count > self.settings.max_batch_items:
-            raise PayloadTooLarge(
-                f"{count} items in one request; at most {self.settings.max_batch_items} "
-                "(MAX_BATCH_ITEMS): split the batch"
-            )
+        check_item_count(count, self.settings.max_batch_items)
 
     def preprocess_mode(self, model: LoadedModel, requested: str | None) -> str:
         mode = (requested or "auto").lower()
@@ -92,23 +88,39 @@ class DataPlane:
             raise BadRequest(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}, got '{mode[:32]}'")
         return model.card.preprocess if mode == "auto" else mode
 
-    def images_to_batch(self, blobs: list[bytes], model: LoadedModel, preprocess: str | None) -> np.ndarray:
+    def images_to_batch(self, blobs: list[bytes], model: LoadedModel, preprocess: str | None, *,
+                        where: str | None = None) -> np.ndarray:
         """Decode encoded images and make them look like the model's training data.
 
-        Its time is not measured here: ``infer`` books everything from the request's start to the
-        first inference as the decode phase (body, parsing, decoding, preprocessing).
+        The one place where pictures become a batch, whatever protocol brought them (codecs only hand
+        over the encoded bytes). ``where`` names the request field they came in (V2: ``inputs[0]``),
+        which then prefixes every error; without it a picture's errors name it by position when
+        there are several. Its time is not measured here: ``infer`` books everything from the
+        request's start to the first inference as the decode phase (body, parsing, decoding,
+        preprocessing).
         """
         self.check_items(len(blobs))
         mode = self.preprocess_mode(model, preprocess)
+        return self.pictures_to_batch(blobs, mode, where=where)
+
+    def pictures_to_batch(self, blobs: list[bytes], mode: str, *, where: str | None = None) -> np.ndarray:
+        """``images_to_batch`` once the preprocessing mode is known: decode each picture, normalise all."""
         grays = []
         for index, blob in enumerate(blobs):
             try:
                 grays.append(decode_image(blob, max_pixels=self.settings.max_image_pixels))
             except ServiceError as exc:
+                if where is not None:
+                    raise type(exc)(f"{where} element {index}: {exc.message}", exc.status) from None
                 if len(blobs) > 1:
                     exc.message = f"image {index}: {exc.message}"
                 raise
-        return batch_to_model_input(grays, mode)
+        try:
+            return batch_to_model_input(grays, mode)
+        except ServiceError as exc:
+            if where is None:
+                raise
+            raise type(exc)(f"{where}: {exc.message}", exc.status) from None
 
     # -- inference -------------------------------------------------------------------------------
 
@@ -223,7 +235,7 @@ class DataPlane:
             "inputs": [
                 {"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, FEATURES]},
                 {"name": IMAGE_INPUT_NAME, "datatype": "BYTES", "shape": [-1],
-                 "parameters": {"content": "encoded image (PNG, JPEG, ...), alternative to 'input'"}},
+                 "parameters": {"content": f"encoded image (PNG, JPEG, ...), alternative to '{INPUT_NAME}'"}},
             ],
             "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, NUM_CLASSES]}],
             "parameters": {
@@ -234,6 +246,6 @@ class DataPlane:
                 "created": card.get("created"),
                 "metrics": card.get("metrics", {}),
                 "sha256": model.card.sha256,
-                "status": self.registry.status(model.name)["versions"],
+                "status": model_status(self.registry, model.name)["versions"],
             },
         }

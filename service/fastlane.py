@@ -22,10 +22,10 @@ from time import perf_counter
 from urllib.parse import parse_qsl
 
 import orjson
-from flask import Flask
 
 from . import logs, metrics
-from .dataplane import DataPlane, Timings
+from .build import Service
+from .dataplane import Timings
 from .errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -38,14 +38,14 @@ WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
 
 class FastLane:
-    """WSGI middleware: ``app.wsgi_app = FastLane(app, app.wsgi_app)``."""
+    """WSGI middleware: ``app.wsgi_app = FastLane(service, app.wsgi_app)``."""
 
-    def __init__(self, app: Flask, downstream: WSGIApp) -> None:
-        self.app = app
+    def __init__(self, service: Service, downstream: WSGIApp) -> None:
+        self.service = service
         self.downstream = downstream
-        self.plane: DataPlane = app.extensions["dataplane"]
-        self.limit: int = app.config["MAX_CONTENT_LENGTH"]
-        self.cors = bool(self.plane.settings.cors_origins)
+        self.plane = service.plane
+        self.limit: int = service.settings.max_content_length  # the app's MAX_CONTENT_LENGTH
+        self.cors = bool(service.settings.cors_origins)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         match = self.route(environ)
@@ -79,10 +79,8 @@ class FastLane:
         timings = Timings()
         status = 200
         try:
-            if not self.app.extensions.get("models_started"):
-                from .app import start_models
-
-                start_models(self.app)
+            if not self.service.started:
+                self.service.start()
             args: dict[str, str] = {}
             if query := environ.get("QUERY_STRING"):
                 for key, value in parse_qsl(query, keep_blank_values=True):
@@ -105,7 +103,7 @@ class FastLane:
             (logs.REQUEST_ID_HEADER, rid),
         ])
         model, version = ("", "") if timings.items else metrics.served_model(
-            self.app, {"name": name} if name else None)
+            self.plane.registry, {"name": name} if name else None)
         metrics.observe_request(
             route=rule, method="POST", path=environ.get("PATH_INFO", ""), status=status,
             seconds=perf_counter() - started, timings=timings, model=model, version=version, request_id=rid,

@@ -166,10 +166,11 @@ def pre_fork(server, worker) -> None:
 
 def post_worker_init(worker) -> None:
     """Create onnxruntime sessions in the worker, after fork; warm-up runs before it takes requests."""
-    from service.app import start_models
+    from service.http import service_of
 
-    if "dataplane" in getattr(worker.wsgi, "extensions", {}):  # bench/ serves a bare app with this file
-        start_models(worker.wsgi)
+    service = service_of(worker.wsgi)
+    if service is not None:  # bench/ serves a bare app with this file
+        service.start()
 
 
 def child_exit(server, worker) -> None:

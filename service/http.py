@@ -1,4 +1,8 @@
-"""Small HTTP helpers shared by all routes: fast JSON in and out, and the data plane of this app."""
+"""Small HTTP helpers shared by all routes: fast JSON in and out, and the service this app serves.
+
+``create_app`` attaches the built ``Service`` to the app once (``attach_service``); routes reach it
+through ``current_service()`` / ``dataplane()`` here, the only place that knows where it is kept.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,35 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import orjson
-from flask import Response, current_app, request
+from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .errors import BadRequest, UnsupportedMediaType
 
 if TYPE_CHECKING:
+    from .build import Service
     from .dataplane import DataPlane
 
 JSON = "application/json"
+_EXTENSION = "mnist-serving"
+
+
+def attach_service(app: Flask, service: Service) -> None:
+    app.extensions[_EXTENSION] = service
+
+
+def service_of(app: object) -> Service | None:
+    """The service a WSGI app serves; None for any other app (bench/ serves a bare one)."""
+    extensions = getattr(app, "extensions", None)
+    return extensions.get(_EXTENSION) if isinstance(extensions, dict) else None
+
+
+def current_service() -> Service:
+    return current_app.extensions[_EXTENSION]
 
 
 def dataplane() -> DataPlane:
-    return current_app.extensions["dataplane"]
+    return current_service().plane
 
 
 def json_response(payload: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:

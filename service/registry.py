@@ -8,6 +8,9 @@ go of it. A version that fails validation is remembered with its reason (shown i
 repository index and metrics) and is not retried until its files change; the previous good version
 keeps serving.
 
+What it reports (every version's state, the repository index) is ``service/model_status.py``; the
+thread that calls ``sync`` on a schedule is ``service/poller.py``.
+
 Nothing the filesystem does may take serving down: an unreadable model folder, a half-written
 ``serving.json`` or a vanished repository keep the versions that were served before (with the reason
 logged) instead of unloading them.
@@ -92,9 +95,6 @@ class ModelRegistry:
         self._unloaded: frozenset[str] = frozenset()
         self._lock = threading.Lock()
         self._synced_once = threading.Event()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.last_sync: float = 0.0
         self._repository_trouble = False
         self._trouble: dict[str, str] = {}  # model -> the policy/listing problem last logged
@@ -129,54 +129,9 @@ class ModelRegistry:
     def unloaded(self) -> frozenset[str]:
         return self._unloaded
 
-    def status(self, name: str) -> dict:
-        """Every version of a model on disk or known to this worker: READY, or UNAVAILABLE with why."""
-        served = self._served.get(name)
-        known = {version: k for (model_name, version), k in list(self._known.items()) if model_name == name}
-        try:
-            on_disk = set(list_versions(self.repository, name)) if valid_model_name(name) else set()
-        except OSError:
-            on_disk = set()
-        states = []
-        for version in sorted(on_disk | set(known) | set(served.versions if served else ())):
-            entry = known.get(version)
-            if served and version in served.versions:
-                reason = ""
-                if entry and entry.refused:  # files changed under a loaded version and were refused
-                    reason = f"serving the copy loaded earlier; its files now on disk are refused: " \
-                             f"{entry.refused}"
-                states.append({"version": version, "state": READY, "reason": reason})
-            elif name in self._unloaded:
-                states.append({"version": version, "state": UNAVAILABLE, "reason": UNLOADED})
-            elif entry and entry.refused:
-                states.append({"version": version, "state": UNAVAILABLE, "reason": entry.refused})
-            else:
-                states.append({"version": version, "state": UNAVAILABLE, "reason": NOT_SELECTED})
-        return {"name": name, "versions": states, "unloaded": name in self._unloaded}
-
-    def repository_index(self, ready: bool = False) -> list[dict]:
-        """Triton's repository index: one row per model version (as this worker sees it).
-
-        A model without any published version gets one row with an empty version. ``ready=True``
-        keeps only the versions that answer requests.
-        """
-        rows = []
-        for name in self._model_names():
-            versions = self.status(name)["versions"]
-            if not versions:
-                reason = UNLOADED if name in self._unloaded else "no published versions"
-                rows.append({"name": name, "version": "", "state": UNAVAILABLE, "reason": reason})
-            for state in versions:
-                rows.append({"name": name, "version": str(state["version"]), "state": state["state"],
-                             "reason": state["reason"]})
-        return [row for row in rows if row["state"] == READY] if ready else rows
-
-    def _model_names(self) -> list[str]:
-        try:
-            on_disk = set(list_models(self.repository))
-        except OSError:
-            on_disk = set()
-        return sorted(on_disk | set(self._served))
+    def refusals(self, name: str) -> dict[int, str]:
+        """Why each version of ``name`` this worker has tried was refused ("" when it was not)."""
+        return {version: known.refused for (model, version), known in list(self._known.items()) if model == name}
 
     # -- changing (background thread or admin call) ------------------------------------------------
 
@@ -300,25 +255,6 @@ class ModelRegistry:
             if old != new:
                 log.info("model %s now serves versions %s (was %s)", name, new, old)
 
-    def unload(self, name: str) -> None:
-        """Stop serving a model in this worker only (the admin API uses control.py for all workers)."""
-        self.check_name(name)
-        self.set_unloaded(self._unloaded | {name})
-        self.sync()
-
-    def load(self, name: str) -> None:
-        """Serve a model again in this worker and rescan it; Unavailable when no version is valid."""
-        self.check_name(name)
-        self.set_unloaded(self._unloaded - {name})
-        self.sync()
-        self.require_served(name)
-
-    def require_served(self, name: str) -> None:
-        if name not in self._served:
-            states = self.status(name)["versions"]
-            reasons = "; ".join(f"v{s['version']}: {s['reason']}" for s in states) or "no published versions"
-            raise Unavailable(f"model '{name}' could not be loaded: {reasons}")
-
     def set_unloaded(self, names: set[str] | frozenset[str]) -> None:
         """Adopt the admin state shared by all workers (see control.py); takes effect at the next sync."""
         with self._lock:
@@ -329,55 +265,6 @@ class ModelRegistry:
             raise NotFound(f"'{name[:64]}' is not a valid model name")
         if name not in list_models(self.repository):
             raise NotFound(f"model '{name}' is not in the repository")
-
-    _check_name = check_name
-
-    # -- polling -------------------------------------------------------------------------------
-
-    def start(self, poll_interval_s: float, tick: Callable[[], bool] | None = None,
-              tick_interval_s: float = 0.25) -> None:
-        """Load everything now (warm-up included), then keep polling in a daemon thread.
-
-        The thread rescans the repository every ``poll_interval_s`` (0: never on its own) and calls
-        ``tick`` every ``tick_interval_s``; a tick that returns True (the shared admin state changed)
-        or a ``trigger()`` rescans at once.
-        """
-        self.sync()
-        if poll_interval_s > 0 or tick is not None:
-            self._thread = threading.Thread(
-                target=self._poll, args=(poll_interval_s, tick, tick_interval_s), name="model-poller",
-                daemon=True,
-            )
-            self._thread.start()
-
-    def trigger(self) -> None:
-        """Ask the poller to rescan now instead of at the next interval."""
-        self._wake.set()
-
-    def _poll(self, interval: float, tick: Callable[[], bool] | None, tick_interval: float) -> None:
-        next_scan = time.monotonic() + interval if interval > 0 else float("inf")
-        while not self._stop.is_set():
-            timeout = max(0.0, min(next_scan - time.monotonic(), tick_interval if tick else 3600.0))
-            woken = self._wake.wait(timeout)
-            if self._stop.is_set():
-                return
-            try:
-                now_due = woken or time.monotonic() >= next_scan
-                if tick is not None and tick():
-                    now_due = True
-                if now_due:
-                    self._wake.clear()
-                    self.sync()
-                    if interval > 0:
-                        next_scan = time.monotonic() + interval
-            except Exception:  # the poller must survive anything the filesystem throws at it
-                log.exception("model repository scan failed; will retry")
-                if interval > 0:
-                    next_scan = time.monotonic() + interval
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
 
 
 def _exists(folder: Path) -> bool:

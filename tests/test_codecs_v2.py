@@ -18,16 +18,36 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from service.codecs.v2 import InferRequest, RequestedOutput, decode_infer_request, encode_infer_response
+from service.config import Settings
+from service.dataplane import DataPlane
 from service.errors import BadRequest, PayloadTooLarge, ServiceError, UnsupportedMediaType
+from service.pictures.normalise import check_mode
+from service.registry import ModelRegistry
+from service.repository import VersionPolicy
+
+from .support import MODELS
 
 LABELS = [f"digit {i}" for i in range(10)]
 Client = triton.InferenceServerClient
 
 
+def picture_plane(max_pixels: int) -> DataPlane:
+    """The real data plane, for what the V2 route hands it: encoded pictures to turn into a batch."""
+    registry = ModelRegistry(MODELS, VersionPolicy.parse("latest:1"), ("CPUExecutionProvider",), 1)
+    return DataPlane(Settings(max_batch_items=8, max_image_pixels=max_pixels), registry)
+
+
 def decode(body: bytes, header_length: int | None = None, **overrides) -> InferRequest:
+    """What the V2 route does with a body: the codec, then the data plane for BYTES pictures."""
     options = dict(input_name="input", max_items=8, max_pixels=10**6, preprocess="mnist")
     options.update(overrides)
-    return decode_infer_request(body, header_length=header_length, **options)
+    max_pixels, preprocess = options.pop("max_pixels"), options.pop("preprocess")
+    check_mode(preprocess)  # the route resolves ?preprocess= before it reads the body
+    request = decode_infer_request(body, header_length=header_length, **options)
+    if request.pictures is not None:
+        request.batch = picture_plane(max_pixels).pictures_to_batch(request.pictures, preprocess,
+                                                                    where="inputs[0]")
+    return request
 
 
 def respond(request: InferRequest, probabilities: np.ndarray, request_id: str | None = None):

@@ -6,27 +6,12 @@ test asserts on the counts it returns. Everything targets 127.0.0.1 and stops by
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 
+from bench import faults
 from service.config import load_settings
 
-from .support import ROOT
-
 pytestmark = pytest.mark.slow
-
-
-def _load_faults():
-    spec = importlib.util.spec_from_file_location("bench_faults", ROOT / "bench" / "faults.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses need the module registered
-    spec.loader.exec_module(module)
-    return module
-
-
-faults = _load_faults()
 
 
 def test_sigkill_worker_under_load_loses_only_its_in_flight_requests():

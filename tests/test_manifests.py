@@ -1,24 +1,40 @@
 """Deployment files, checked offline: Kubernetes manifests against the API schemas (kubernetes-validate
-ships them), the KServe InferenceService structurally, compose.yaml and deploy/prometheus.yml, and the
-Dockerfile's contract (what the manifests rely on: port, UID, health routes, env-only configuration).
+ships them), the Kubeflow TFJob against the training SDK's models, the KServe InferenceService against
+the KServe SDK's models (extracted from its wheel: the package cannot be installed beside our pins),
+each with a deliberately broken field refused; what deploy/render.py gives podman kube play;
+compose.yaml and deploy/prometheus.yml, and the Dockerfile's contract (what the manifests rely on: port,
+UID, health routes, env-only configuration).
 """
 
 from __future__ import annotations
 
+import base64
+import copy
 import importlib.util
+import json
 import re
+import shlex
 from dataclasses import fields
 from pathlib import Path
 
+import kubeflow.training.models as kubeflow_models
+import kubernetes.client.models as k8s_models
 import kubernetes_validate
 import pytest
 import yaml
+from kubeflow.training.constants import constants as kubeflow_constants
 
 from service.config import Settings
+from training.cli import build_parser
+from training.distribute import is_chief
+
+from .openapi_models import Models, SchemaError, check
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
 KSERVE = ROOT / "deploy" / "kserve" / "inferenceservice.yaml"
+TFJOB = ROOT / "deploy" / "kubeflow" / "tfjob.yaml"
+KSERVE_MODELS = ROOT / "tests" / "schemas" / "kserve-0.21.0-models.json"  # .ci/extract_sdk_models.py
 K8S_VERSION = kubernetes_validate.latest_version()  # schemas shipped with the package, no network
 SETTINGS_ENV = {f.metadata["env"] for f in fields(Settings)}
 
@@ -62,7 +78,7 @@ def test_k8s_manifest_valid_against_schema(name: str, resource: dict) -> None:
 def test_k8s_has_every_kind() -> None:
     kinds = sorted(doc["kind"] for _, doc in k8s_resources())
     assert kinds == sorted(["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-                            "Service"])
+                            "Secret", "Service"])
     assert by_kind("HorizontalPodAutoscaler")["apiVersion"] == "autoscaling/v2"
 
 
@@ -116,6 +132,20 @@ def test_configmap_feeds_the_deployment_with_known_settings() -> None:
     assert int(config["data"]["PORT"]) == 8000
 
 
+def test_admin_token_comes_from_the_secret() -> None:
+    """ADMIN_TOKEN is read from the Secret (never a literal in the Deployment or the ConfigMap), and the
+    committed Secret is empty: the admin API stays off until an operator sets a token."""
+    secret = by_kind("Secret")
+    (container,) = by_kind("Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item for item in container.get("env", [])}
+    ref = env["ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == secret["metadata"]["name"]
+    assert ref["key"] in secret["stringData"] and ref["key"] in SETTINGS_ENV
+    assert secret["stringData"]["ADMIN_TOKEN"] == ""
+    assert "ADMIN_TOKEN" not in by_kind("ConfigMap")["data"]
+    assert all("value" not in item for item in container.get("env", []))  # settings: ConfigMap or Secret
+
+
 def test_service_hpa_pdb_point_at_the_deployment() -> None:
     deployment = by_kind("Deployment")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -135,23 +165,168 @@ def test_service_hpa_pdb_point_at_the_deployment() -> None:
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
-# --- KServe (a CRD: no schema in kubernetes-validate) ----------------------------------------------
+# --- what podman kube play gets (deploy/render.py; CI plays it: .ci/kube_play_test.py) ---------------
 
-# InferenceService predictor fields that are KServe's own; the rest of the predictor is a PodSpec.
-KSERVE_PREDICTOR_FIELDS = {
-    "minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "scaleMetricType", "containerConcurrency",
-    "timeout", "canaryTrafficPercent", "logger", "batcher", "protocolVersion", "labels", "annotations",
-    "deploymentStrategy", "autoScaling", "workerSpec", "model",
+
+def _render_module():
+    spec = importlib.util.spec_from_file_location("deploy_render", ROOT / "deploy" / "render.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_render_for_podman_kube_play() -> None:
+    render = _render_module().render
+    played = render("localhost/mnist-serving:ci", host_port=18000, secrets={"ADMIN_TOKEN": "t0ken"},
+                    suffix="-ci1")
+    kinds = {doc["kind"]: doc for doc in played}
+    assert sorted(kinds) == ["ConfigMap", "Deployment", "Secret"]  # Service, HPA, PDB need a cluster
+    deployment, secret = kinds["Deployment"], kinds["Secret"]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["metadata"]["name"] == by_kind("Deployment")["metadata"]["name"] + "-ci1"
+    pod, original = deployment["spec"]["template"]["spec"], by_kind("Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "localhost/mnist-serving:ci"
+    http = next(port for port in container["ports"] if port["name"] == "http")
+    assert (http["hostPort"], http["hostIP"]) == (18000, "127.0.0.1")
+    assert base64.b64decode(secret["data"]["ADMIN_TOKEN"]) == b"t0ken"
+    ref = next(e for e in container["env"] if e["name"] == "ADMIN_TOKEN")["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == secret["metadata"]["name"] == "mnist-serving-admin-ci1"
+    # Everything else passes through: volumes of whatever kind, probes, security, grace period.
+    for key in ("volumes", "securityContext", "terminationGracePeriodSeconds"):
+        assert pod[key] == original[key]
+    assert container["volumeMounts"] == original["containers"][0]["volumeMounts"]
+    assert container["startupProbe"] == original["containers"][0]["startupProbe"]
+    with pytest.raises(ValueError, match="NOT_A_KEY"):
+        render("x", host_port=1, secrets={"NOT_A_KEY": "v"})
+
+
+# --- schemas of the custom resources: the SDKs' models ------------------------------------------------
+# The CRDs' own OpenAPI schemas ship in no PyPI package; the SDKs generated from them do. KServe's
+# package conflicts with our pins (python-dateutil, protobuf), so its model tables were extracted from
+# the kserve 0.21.0 wheel (.ci/extract_sdk_models.py); Kubernetes types come from the kubernetes client.
+
+TFJOB_MODELS = Models([kubeflow_models, k8s_models])
+KSERVE_TABLES = json.loads(KSERVE_MODELS.read_text())["models"]
+KSERVE_SDK = Models([k8s_models], KSERVE_TABLES)
+
+
+def tfjob() -> dict:
+    (job,) = [doc for doc in documents(TFJOB) if doc["kind"] == "TFJob"]
+    return job
+
+
+def _validate_pod_template(template: dict, name: str) -> None:
+    resource = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": name}, "template": template}
+    try:
+        kubernetes_validate.validate(resource, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        pytest.fail(f"{name}: {exc.message} at {'.'.join(map(str, exc.path))}")
+
+
+def test_tfjob_valid_against_the_training_sdk_models() -> None:
+    job = check(tfjob(), kubeflow_constants.TFJOB_MODEL, TFJOB_MODELS)
+    assert isinstance(job, kubeflow_models.KubeflowOrgV1TFJob)
+    assert (job.api_version, job.kind) == (f"{kubeflow_constants.GROUP}/{kubeflow_constants.VERSION}",
+                                           kubeflow_constants.TFJOB_KIND)
+    specs = job.spec.tf_replica_specs
+    assert set(specs) == {kubeflow_constants.REPLICA_TYPE_CHIEF, kubeflow_constants.REPLICA_TYPE_WORKER}
+    assert specs["Chief"].replicas == 1 and specs["Worker"].replicas >= 1
+    for replica_type, spec in tfjob()["spec"]["tfReplicaSpecs"].items():
+        _validate_pod_template(spec["template"], f"tfjob-{replica_type.lower()}")
+    (pvc,) = [doc for doc in documents(TFJOB) if doc["kind"] == "PersistentVolumeClaim"]
+    kubernetes_validate.validate(pvc, K8S_VERSION, strict=True)
+
+
+BROKEN_TFJOB = {
+    "replica instead of replicas": (lambda job: job["spec"]["tfReplicaSpecs"]["Worker"].__setitem__(
+        "replica", job["spec"]["tfReplicaSpecs"]["Worker"].pop("replicas")), "unknown field"),
+    "replicas as text": (lambda job: job["spec"]["tfReplicaSpecs"]["Worker"].__setitem__("replicas", "two"),
+                         "expected int"),
+    "container without a name": (lambda job: job["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"]
+                                  ["containers"][0].pop("name"), "`name`, must not be `None`"),
+    "runPolicy misspelt": (lambda job: job["spec"].__setitem__("runPolicies", job["spec"].pop("runPolicy")),
+                           "unknown field"),
 }
 
 
-def test_kserve_inference_service() -> None:
+@pytest.mark.parametrize("name", list(BROKEN_TFJOB))
+def test_tfjob_broken_field_refused(name: str) -> None:
+    job = copy.deepcopy(tfjob())
+    breaks, message = BROKEN_TFJOB[name]
+    breaks(job)
+    with pytest.raises(SchemaError, match=re.escape(message)) as refused:
+        check(job, kubeflow_constants.TFJOB_MODEL, TFJOB_MODELS)
+    print(f"TFJob {name}: refused: {refused.value}")
+
+
+def test_tfjob_runs_the_training_cli_multi_worker_and_only_the_chief_publishes() -> None:
+    specs = tfjob()["spec"]["tfReplicaSpecs"]
+    commands = {}
+    for replica_type, spec in specs.items():
+        pod = spec["template"]["spec"]
+        (container,) = pod["containers"]
+        # The operator injects TF_CONFIG into, and opens the port on, the container named "tensorflow".
+        assert container["name"] == kubeflow_constants.TFJOB_CONTAINER
+        assert any(port["name"] == "tfjob-port" for port in container["ports"])
+        command = container["command"]
+        assert command[:3] == ["python", "-m", "training"], command
+        args = build_parser().parse_args(command[3:])  # the real CLI accepts it
+        assert args.command == "train" and args.distribute == "multi-worker"
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        shared = next(m for m in container["volumeMounts"] if "persistentVolumeClaim" in volumes[m["name"]])
+        for folder in (args.data, args.repository):  # data and repository on the shared volume
+            assert Path(folder).is_relative_to(shared["mountPath"]), (replica_type, folder)
+        assert "emptyDir" in volumes[mounts["/tmp"]["name"]]  # the root filesystem is read-only
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert pod["securityContext"]["runAsUser"] == dockerfile_uid()
+        assert spec["restartPolicy"] == "ExitCode"  # exit 1 (refused) and 2 (bad data) are final
+        commands[replica_type] = (command, shared.get("readOnly", False))
+    # Same options on every replica (MultiWorkerMirroredStrategy); only the Chief can write the repository.
+    assert commands["Chief"][0] == commands["Worker"][0], shlex.join(commands["Worker"][0])
+    assert commands["Chief"][1] is False and commands["Worker"][1] is True
+    assert "--min-accuracy" in commands["Chief"][0]  # the publishing gate
+
+    # The TF_CONFIG the operator writes (cluster with a chief): the chief publishes, worker 0 does not.
+    cluster = {"chief": ["mnist-train-chief-0:2222"],
+               "worker": [f"mnist-train-worker-{i}:2222" for i in range(specs["Worker"]["replicas"])]}
+    for task, publishes in ((("chief", 0), True), (("worker", 0), False), (("worker", 1), False)):
+        config = json.dumps({"cluster": cluster, "task": {"type": task[0], "index": task[1]}})
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("TF_CONFIG", config)
+            assert is_chief() is publishes, task
+
+
+def test_train_target_exists_for_the_tfjob_image() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    train = text[text.index("AS train"):text.index("AS runtime")]
+    assert "COPY training/ training/" in train and "requirements-train.txt" in train
+    assert re.search(r"^USER 10001", train, re.M)
+
+
+# --- KServe InferenceService ------------------------------------------------------------------------
+
+
+def test_kserve_inference_service_valid_against_the_kserve_sdk_models() -> None:
     (isvc,) = documents(KSERVE)
-    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
-    assert isvc["kind"] == "InferenceService"
+    checked = check(isvc, "V1beta1InferenceService", KSERVE_SDK)
+    assert checked["api_version"] == "serving.kserve.io/v1beta1" and checked["kind"] == "InferenceService"
     assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", isvc["metadata"]["name"])
+
+    # The PodSpec part of the predictor (fields PredictorSpec shares with V1PodSpec) must also be a valid
+    # PodSpec by the Kubernetes schema, which knows more than the generated classes (e.g. enums).
     predictor = isvc["spec"]["predictor"]
-    assert predictor["protocolVersion"] == "v2"
+    pod_keys = set(k8s_models.V1PodSpec.attribute_map.values())
+    own_keys = set(KSERVE_TABLES["V1beta1PredictorSpec"]["attribute_map"].values()) - pod_keys
+    pod_spec = {key: value for key, value in predictor.items() if key in pod_keys}
+    assert set(predictor) - set(pod_spec) <= own_keys
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "predictor"}, "spec": pod_spec}
+    try:
+        kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        pytest.fail(f"predictor PodSpec: {exc.message} at {'.'.join(map(str, exc.path))}")
+
     (container,) = predictor["containers"]
     assert container["name"] == "kserve-container"
     assert container["image"].split(":")[0].endswith("mnist-serving")
@@ -159,13 +334,38 @@ def test_kserve_inference_service() -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert {e["name"] for e in container.get("env", [])} <= SETTINGS_ENV
 
-    # The PodSpec part must be a valid PodSpec: validate it as a Pod with the Kubernetes schema.
-    pod_spec = {key: value for key, value in predictor.items() if key not in KSERVE_PREDICTOR_FIELDS}
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "predictor"}, "spec": pod_spec}
-    try:
-        kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
-    except kubernetes_validate.ValidationError as exc:
-        pytest.fail(f"predictor PodSpec: {exc.message} at {'.'.join(map(str, exc.path))}")
+
+BROKEN_ISVC = {
+    # KServe has protocolVersion on predictor.model, not on a custom container's predictor.
+    "protocolVersion on the predictor": (lambda isvc: isvc["spec"]["predictor"].__setitem__(
+        "protocolVersion", "v2"), "unknown field of V1beta1PredictorSpec"),
+    "minReplica instead of minReplicas": (lambda isvc: isvc["spec"]["predictor"].__setitem__(
+        "minReplica", isvc["spec"]["predictor"].pop("minReplicas")), "unknown field"),
+    "maxReplicas as text": (lambda isvc: isvc["spec"]["predictor"].__setitem__("maxReplicas", "5"),
+                            "expected int"),
+    "containerPort as text": (lambda isvc: isvc["spec"]["predictor"]["containers"][0]["ports"][0].__setitem__(
+        "containerPort", "8000"), "expected int"),
+}
+
+
+@pytest.mark.parametrize("name", list(BROKEN_ISVC))
+def test_kserve_broken_field_refused(name: str) -> None:
+    (isvc,) = documents(KSERVE)
+    isvc = copy.deepcopy(isvc)
+    breaks, message = BROKEN_ISVC[name]
+    breaks(isvc)
+    with pytest.raises(SchemaError, match=re.escape(message)) as refused:
+        check(isvc, "V1beta1InferenceService", KSERVE_SDK)
+    print(f"InferenceService {name}: refused: {refused.value}")
+
+
+def test_kserve_model_tables_come_from_the_sdk() -> None:
+    """The extract is what .ci/extract_sdk_models.py wrote from the kserve wheel, not a hand-made list."""
+    extract = json.loads(KSERVE_MODELS.read_text())
+    assert extract["source"] == "kserve-0.21.0-py3-none-any.whl" and extract["root"] == "V1beta1InferenceService"
+    predictor = extract["models"]["V1beta1PredictorSpec"]
+    assert predictor["attribute_map"]["min_replicas"] == "minReplicas"
+    assert predictor["openapi_types"]["containers"] == "list[V1Container]"
 
 
 # --- compose and Prometheus -------------------------------------------------------------------------

@@ -191,9 +191,11 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RUNTIME_DIR", str(tmp_path_factory.mktemp("read-runtime")))
         patch.setenv("POLL_INTERVAL_S", "0")
-        from service.app import create_app
+        from service.build import build
 
-        yield create_app().extensions["dataplane"]
+        service = build()
+        service.start()
+        yield service.plane
 
 
 def read_all(plane, samples: list[NumberPicture]) -> list[dict]:

@@ -9,6 +9,7 @@ import hashlib
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 
+from service.contract import FEATURES, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME, SIDE
 from training.data import Dataset
 
 _LIBRARIES = {  # card key -> distribution name
@@ -60,9 +61,9 @@ def model_card(
         "version": version,
         "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "description": (
-            f"{' -> '.join(['784', *map(str, options['hidden']), '10'])} MLP "
+            f"{' -> '.join([str(FEATURES), *map(str, options['hidden']), str(NUM_CLASSES)])} MLP "
             f"({options['activation']}, softmax) trained with Keras on {dataset.name}; "
-            "input: 28x28 grayscale, flattened row-major, scaled x/255, light ink on dark."
+            f"input: {SIDE}x{SIDE} grayscale, flattened row-major, scaled x/255, light ink on dark."
         ),
         "dataset": {
             "name": dataset.name,
@@ -72,11 +73,11 @@ def model_card(
             "test_size": int(len(dataset.x_test)),
         },
         "labels": list(dataset.labels),
-        "input": {"name": "input", "datatype": "FP32", "shape": [-1, 784]},
-        "output": {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+        "input": {"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, FEATURES]},
+        "output": {"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, NUM_CLASSES]},
         "preprocessing": {
             "scale": "x/255",
-            "layout": "28x28 row-major, flattened",
+            "layout": f"{SIDE}x{SIDE} row-major, flattened",
             "ink": "light on dark (0=background)",
             # MNIST digits are centred by centre of mass in a 28x28 box; Fashion-MNIST garments are not.
             "mnist_centering": digits,

@@ -19,9 +19,9 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
+from service.contract import FEATURES, INPUT_NAME, OUTPUT_NAME
+
 OPSET = 17
-INPUT_NAME = "input"
-OUTPUT_NAME = "probabilities"
 MAX_ABS_DIFF = 1e-5
 CARD_KEY = "model_card"
 
@@ -35,7 +35,7 @@ def to_onnx(model) -> onnx.ModelProto:
     import tensorflow as tf
     import tf2onnx
 
-    @tf.function(input_signature=(tf.TensorSpec((None, 784), tf.float32, name=INPUT_NAME),))
+    @tf.function(input_signature=(tf.TensorSpec((None, FEATURES), tf.float32, name=INPUT_NAME),))
     def serve(x: tf.Tensor) -> dict[str, tf.Tensor]:
         return {OUTPUT_NAME: model(x, training=False)}
 

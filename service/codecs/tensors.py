@@ -22,7 +22,8 @@ import threading
 import numpy as np
 
 from service.contract import FEATURES, SIDE
-from service.errors import BadRequest, PayloadTooLarge
+from service.errors import BadRequest
+from service.items import check_item_count
 
 try:
     import simdjson
@@ -85,7 +86,7 @@ def instances_to_batch(instances: object, *, max_items: int, numbers_only: bool 
     """
     if not isinstance(instances, list):
         raise BadRequest(f"instances must be a list of images, each {_LAYOUT}")
-    _check_count(len(instances), max_items, "instances")
+    check_item_count(len(instances), max_items, "instances")
     batch = _fast_convert(instances, check_types=not numbers_only)
     if batch is None:
         _diagnose(instances)
@@ -103,17 +104,10 @@ def validate_batch(x: np.ndarray, *, max_items: int, what: str = "input") -> np.
         raise BadRequest(f"{what} must be numbers, {_LAYOUT} per item")
     if x.ndim not in (2, 3) or x.shape[1:] not in ((FEATURES,), (SIDE, SIDE)):
         raise BadRequest(f"{what} has shape {list(x.shape)}; expected [N, {FEATURES}] or [N, {SIDE}, {SIDE}]")
-    _check_count(x.shape[0], max_items, what)
+    check_item_count(x.shape[0], max_items, what)
     x = np.require(x.reshape(x.shape[0], FEATURES), dtype=np.float32, requirements=("C", "A"))
     _check_values(x, what)
     return x
-
-
-def _check_count(count: int, max_items: int, what: str) -> None:
-    if count == 0:
-        raise BadRequest(f"{what} is empty; send at least one image")
-    if count > max_items:
-        raise PayloadTooLarge(f"{what} has {count} items; send at most {max_items} per request")
 
 
 def _check_values(x: np.ndarray, what: str) -> None:

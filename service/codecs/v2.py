@@ -10,16 +10,18 @@ Accepted inputs (exactly one, named as the model's input):
 * ``FP32`` with shape [N, 784] or [N, 28, 28]: values in [0, 1]. JSON ``data`` flat (row-major) or
   nested like the shape; binary data is little-endian float32.
 * ``UINT8`` with the same shapes (a convenience): 0-255 pixel values, divided by 255 here.
-* ``BYTES`` with shape [N] (or [N, 1]): encoded image files (PNG, JPEG, ...), preprocessed like
-  uploads. JSON: base64 strings or ``{"b64": "..."}`` objects; binary: Triton's serialization (each
-  element a 4-byte little-endian length and then its bytes).
+* ``BYTES`` with shape [N] (or [N, 1]): encoded image files (PNG, JPEG, ...), handed over as bytes
+  (``InferRequest.pictures``): the data plane decodes and preprocesses them like uploads. JSON: base64
+  strings or ``{"b64": "..."}`` objects; binary: Triton's serialization (each element a 4-byte
+  little-endian length and then its bytes).
 
 Requested outputs: only the model's output; per output ``binary_data`` (bool) and ``classification``
 (k: return the top k as BYTES strings ``"<value>:<index>:<label>"``, highest first, like Triton).
 The request-level ``parameters.binary_data_output`` is the default for outputs that do not say.
 
-All malformed input becomes a ``ServiceError`` naming the field to fix; the codec never raises anything
-else for client data.
+The codec only translates (MLServer's ``decode_input`` / ``encode_output``): wire bytes to numbers or
+to encoded pictures, probabilities to wire bytes. All malformed input becomes a ``ServiceError`` naming
+the field to fix; the codec never raises anything else for client data.
 """
 
 from __future__ import annotations
@@ -34,10 +36,9 @@ import orjson
 
 from service.codecs.b64 import decode_base64
 from service.codecs.tensors import json_kind, validate_batch
-from service.contract import FEATURES, NUM_CLASSES, OUTPUT_NAME, SIDE
-from service.errors import BadRequest, PayloadTooLarge, ServiceError
-from service.pictures.decode import decode_image
-from service.pictures.normalise import batch_to_model_input, check_mode
+from service.contract import FEATURES, IMAGE_INPUT_NAME, NUM_CLASSES, OUTPUT_NAME, SIDE
+from service.errors import BadRequest, ServiceError
+from service.items import check_item_count
 
 __all__ = [
     "InferRequest",
@@ -63,19 +64,17 @@ class RequestedOutput:
 
 @dataclass(slots=True)
 class InferRequest:
-    """A decoded V2 request: the model-ready batch plus how to shape the response."""
+    """A decoded V2 request: its input (numbers or encoded pictures) plus how to shape the response."""
 
     id: str | None
-    batch: np.ndarray  # float32 [N, 784], C-contiguous, in [0, 1]
+    batch: np.ndarray | None  # numbers: float32 [N, FEATURES], C-contiguous, in [0, 1]; None for pictures
     outputs: list[RequestedOutput] = field(default_factory=list)  # empty: all outputs, default format
     binary_output_default: bool = False
     parameters: dict = field(default_factory=dict)
+    pictures: list[bytes] | None = None  # BYTES input: the encoded image files, for the data plane
 
 
 # --- request ---------------------------------------------------------------------------------------
-
-
-IMAGE_INPUT = "image"  # the BYTES input of encoded pictures, an alternative to the FP32 pixel input
 
 
 def decode_infer_request(
@@ -84,11 +83,13 @@ def decode_infer_request(
     header_length: int | None,
     input_name: str,
     max_items: int,
-    max_pixels: int,
-    preprocess: str,
     output_name: str = OUTPUT_NAME,
 ) -> InferRequest:
-    """Parse a V2 inference request (JSON, or JSON header + binary tensor data) into an InferRequest."""
+    """Parse a V2 inference request (JSON, or JSON header + binary tensor data) into an InferRequest.
+
+    Numbers come back as the checked batch; a BYTES input comes back as the list of encoded pictures
+    (``pictures``), which the caller turns into a batch with the data plane (``images_to_batch``).
+    """
     header, binary = _split_body(body, header_length)
     request = _parse_json_header(header)
     request_id = _request_id(request)
@@ -96,7 +97,7 @@ def decode_infer_request(
     binary_default = _optional_bool(parameters, "binary_data_output", "parameters", default=False)
     tensor = _single_input(request, input_name)
     outputs = _requested_outputs(request.get("outputs"), output_name, binary_default)
-    batch, used = _input_batch(tensor, binary, header_length, max_items, max_pixels, preprocess)
+    batch, pictures, used = _input_content(tensor, binary, header_length, max_items)
     if used != len(binary):
         raise BadRequest(
             f"the body has {len(binary) - used} bytes of binary data after the JSON header that no input "
@@ -108,6 +109,7 @@ def decode_infer_request(
         outputs=outputs,
         binary_output_default=binary_default,
         parameters=parameters,
+        pictures=pictures,
     )
 
 
@@ -154,11 +156,11 @@ def _single_input(request: dict, input_name: str) -> dict:
         raise BadRequest(f"'inputs' must be a list with exactly one input, named '{input_name}'")
     tensor = _object(inputs[0], "inputs[0]")
     name = tensor.get("name")
-    if name == IMAGE_INPUT and tensor.get("datatype") == "BYTES":
+    if name == IMAGE_INPUT_NAME and tensor.get("datatype") == "BYTES":
         return tensor
     if name != input_name:
         raise BadRequest(
-            f"unknown input {name!r}; send '{input_name}' (FP32 pixels) or '{IMAGE_INPUT}' (BYTES images)"
+            f"unknown input {name!r}; send '{input_name}' (FP32 pixels) or '{IMAGE_INPUT_NAME}' (BYTES images)"
         )
     return tensor
 
@@ -198,15 +200,14 @@ def _classification(params: dict, where: str) -> int:
     return count
 
 
-def _input_batch(
+def _input_content(
     tensor: dict,
     binary: memoryview,
     header_length: int | None,
     max_items: int,
-    max_pixels: int,
-    preprocess: str,
-) -> tuple[np.ndarray, int]:
-    """The model-ready batch from the one input, and how many binary bytes it consumed."""
+) -> tuple[np.ndarray | None, list[bytes] | None, int]:
+    """The one input's numbers (a checked batch) or encoded pictures, and how many binary bytes it
+    consumed."""
     datatype = tensor.get("datatype")
     shape = _shape(tensor.get("shape"))
     params = _object(tensor.get("parameters", {}), "inputs[0].parameters")
@@ -221,15 +222,14 @@ def _input_batch(
             array = _json_numbers(raw, shape, datatype)
         if datatype == "UINT8":
             array = np.divide(array, np.float32(255), dtype=np.float32)
-        return validate_batch(array, max_items=max_items, what="inputs[0]"), used
+        return validate_batch(array, max_items=max_items, what="inputs[0]"), None, used
     if datatype == "BYTES":
         count = _bytes_count(shape, max_items)
-        check_mode(preprocess)
         if isinstance(raw, memoryview):
             files = _deserialize_bytes(raw, count)
         else:
             files = _json_files(raw, shape, count)
-        return _images_to_batch(files, max_pixels, preprocess), used
+        return None, files, used
     raise BadRequest(
         f"inputs[0].datatype is {datatype!r}; send FP32 (pixels scaled to [0,1]), UINT8 (0-255 pixels) "
         "or BYTES (encoded image files)"
@@ -245,10 +245,7 @@ def _shape(raw: object) -> list[int]:
 def _check_tensor_shape(shape: list[int], max_items: int) -> None:
     if len(shape) not in (2, 3) or shape[1:] not in ([FEATURES], [SIDE, SIDE]):
         raise BadRequest(f"inputs[0].shape is {shape}; expected {_TENSOR_SHAPES}")
-    if shape[0] == 0:
-        raise BadRequest("inputs[0] is empty (shape[0] is 0); send at least one image")
-    if shape[0] > max_items:
-        raise PayloadTooLarge(f"inputs[0] has {shape[0]} items; send at most {max_items} per request")
+    check_item_count(shape[0], max_items, "inputs[0]", empty_detail=" (shape[0] is 0)")
 
 
 def _bytes_count(shape: list[int], max_items: int) -> int:
@@ -256,10 +253,7 @@ def _bytes_count(shape: list[int], max_items: int) -> int:
         raise BadRequest(
             f"inputs[0].shape is {shape}; BYTES input (image files) must have shape [N] or [N, 1]"
         )
-    if shape[0] == 0:
-        raise BadRequest("inputs[0] is empty (shape[0] is 0); send at least one image")
-    if shape[0] > max_items:
-        raise PayloadTooLarge(f"inputs[0] has {shape[0]} images; send at most {max_items} per request")
+    check_item_count(shape[0], max_items, "inputs[0]", noun="images", empty_detail=" (shape[0] is 0)")
     return shape[0]
 
 
@@ -382,17 +376,6 @@ def _json_files(data: object, shape: list[int], count: int) -> list[bytes]:
             )
         files.append(_reraise_with_index(decode_base64, item, index))
     return files
-
-
-def _images_to_batch(files: list[bytes], max_pixels: int, preprocess: str) -> np.ndarray:
-    grays = [
-        _reraise_with_index(lambda f: decode_image(f, max_pixels=max_pixels), data, index)
-        for index, data in enumerate(files)
-    ]
-    try:
-        return batch_to_model_input(grays, preprocess)
-    except ServiceError as exc:
-        raise type(exc)(f"inputs[0]: {exc.message}", exc.status) from None
 
 
 def _reraise_with_index(function, argument, index: int):

@@ -16,11 +16,12 @@ from __future__ import annotations
 import hmac
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from ..control import Control
 from ..errors import BadRequest
-from ..http import dataplane, json_error, json_response, read_body
+from ..http import current_service, dataplane, json_error, json_response, read_body
+from ..model_status import repository_index
 from ..repository import valid_model_name
 
 bp = Blueprint("admin", __name__, url_prefix="/v2/repository")
@@ -31,7 +32,7 @@ REALM = 'Bearer realm="model-repository"'
 
 
 def control() -> Control:
-    return current_app.extensions["control"]
+    return current_service().control
 
 
 @bp.before_request
@@ -74,7 +75,7 @@ def index() -> Response:
     ready = body.get("ready", False)
     if not isinstance(ready, bool):
         raise BadRequest('"ready" must be true or false')
-    return json_response(dataplane().registry.repository_index(ready=ready))
+    return json_response(repository_index(dataplane().registry, ready=ready))
 
 
 @bp.post("/models/<name>/load", merge_slashes=False)
@@ -97,5 +98,5 @@ def unload(name: str) -> Response:
 def model_rows(name: str, generation: int, pending: list[int]) -> dict:
     """What this worker serves of the model now, and which workers (pids) had not applied the call
     when we stopped waiting for them (normally none: every worker has applied it)."""
-    rows = [row for row in dataplane().registry.repository_index() if row["name"] == name]
+    rows = [row for row in repository_index(dataplane().registry) if row["name"] == name]
     return {"name": name, "generation": generation, "versions": rows, "pending_workers": pending}

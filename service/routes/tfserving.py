@@ -16,6 +16,7 @@ from ..contract import FEATURES, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
 from ..dataplane import DataPlane, Timings
 from ..errors import BadRequest
 from ..http import dataplane, json_body, json_bytes, json_response
+from ..model_status import model_status
 from ..runtime import LoadedModel
 
 bp = Blueprint("tfserving", __name__, url_prefix="/v1/models")
@@ -73,7 +74,7 @@ def rows_to_batch(plane: DataPlane, model: LoadedModel, items: object, *,
 def status(name: str, version: str | None = None) -> Response:
     plane = dataplane()
     plane.model(name, version)  # 404 for unknown models and versions
-    states = plane.registry.status(name)["versions"]
+    states = model_status(plane.registry, name)["versions"]
     if version is not None:
         states = [s for s in states if str(s["version"]) == version]
     return json_response({"model_version_status": [

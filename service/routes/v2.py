@@ -56,15 +56,17 @@ def infer(name: str, version: str | None = None) -> Response:
     model = plane.model(name, version)
     header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
     g.timings = timings = Timings()  # read by the metrics and request log hook
+    mode = plane.preprocess_mode(model, request.args.get("preprocess"))  # refused before any decoding
     infer_request = decode_infer_request(
         read_body(),
         header_length=header_length,
         input_name=INPUT_NAME,
         max_items=plane.settings.max_batch_items,
-        max_pixels=plane.settings.max_image_pixels,
-        preprocess=plane.preprocess_mode(model, request.args.get("preprocess")),
     )
-    probabilities = plane.infer(model, infer_request.batch, timings)
+    batch = infer_request.batch
+    if infer_request.pictures is not None:
+        batch = plane.images_to_batch(infer_request.pictures, model, mode, where="inputs[0]")
+    probabilities = plane.infer(model, batch, timings)
     body, headers = encode_infer_response(
         model_name=model.name,
         model_version=str(model.version),
