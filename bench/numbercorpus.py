@@ -16,6 +16,7 @@ scored on the string, on each digit and on where it put the boxes. Deterministic
 
     python -m bench.numbercorpus --count 200 --style photo --seed 1 --out artifacts/numbers  # PNG/JPEGs
     python -m bench.numbercorpus --count 200 --style plain --score                         # accuracy
+    python -m bench.numbercorpus --style photo --score --misses artifacts/numbers/photo-misses.png
 
 ``--score`` reads every picture with the service's data plane in-process (``DataPlane.read``, the
 committed models) and prints whole-string and per-digit accuracy, plus the ceiling the model alone
@@ -197,6 +198,7 @@ def _main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, help="write the pictures (and labels.csv) here")
     parser.add_argument("--score", action="store_true", help="read them with the data plane and print accuracy")
+    parser.add_argument("--misses", type=Path, help="with --score: write a contact sheet PNG of the misses here")
     args = parser.parse_args()
     images, labels = mnist_test_digits()
     samples = generate(args.count, style=args.style, seed=args.seed, images=images, labels=labels)
@@ -210,10 +212,14 @@ def _main() -> None:
         (args.out / "labels.csv").write_text("\n".join(lines) + "\n")
         print(f"wrote {len(samples)} pictures to {args.out}")
     if args.score:
-        _print_score(samples, images, labels)
+        answers = _print_score(samples, images, labels)
+        if args.misses:
+            misses = [(s, a) for s, a in zip(samples, answers, strict=True) if a["text"] != s.text]
+            contact_sheet(misses, args.misses)
+            print(f"wrote {len(misses)} misses to {args.misses}")
 
 
-def _print_score(samples: list[NumberPicture], images: np.ndarray, labels: np.ndarray) -> None:
+def _print_score(samples: list[NumberPicture], images: np.ndarray, labels: np.ndarray) -> list[dict]:
     from service.build import build
     from service.dataplane import Timings
 
@@ -244,6 +250,39 @@ def _print_score(samples: list[NumberPicture], images: np.ndarray, labels: np.nd
         if answer["text"] != sample.text:
             print(f"  miss: {sample.text} read {answer['text'] or '(nothing)'} ({sample.spacing}"
                   f"{', model right alone' if right else ''})")
+    return answers
+
+
+def contact_sheet(misses: list[tuple[NumberPicture, dict]], path: Path, tile: tuple[int, int] = (560, 260)) -> None:
+    """A PNG of the misses, two per row: each picture cropped around its number, with the boxes read
+    (red, labelled) and a caption saying what it is and what was read. Written atomically."""
+    from PIL import ImageDraw
+
+    width, height = tile
+    rows = max(1, (len(misses) + 1) // 2)
+    sheet = Image.new("RGB", (2 * width, rows * height), "white")
+    for k, (sample, answer) in enumerate(misses):
+        picture = Image.open(io.BytesIO(sample.data)).convert("RGB")
+        boxes = [tuple(d["box"]) for d in answer["digits"]] + list(sample.boxes)
+        margin = max(b[3] - b[1] for b in boxes) // 2
+        region = (max(0, min(b[0] for b in boxes) - margin), max(0, min(b[1] for b in boxes) - margin),
+                  min(picture.width, max(b[2] for b in boxes) + margin),
+                  min(picture.height, max(b[3] for b in boxes) + margin))
+        pen = ImageDraw.Draw(picture)
+        for digit in answer["digits"]:
+            x0, y0, x1, y1 = digit["box"]
+            pen.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(220, 0, 0), width=2)
+            pen.text((x0 + 2, max(0, y0 - 12)), digit["label"], fill=(220, 0, 0))
+        crop = picture.crop(region)
+        crop.thumbnail((width - 8, height - 28))
+        x, y = (k % 2) * width, (k // 2) * height
+        sheet.paste(crop, (x + 4, y + 24))
+        ImageDraw.Draw(sheet).text((x + 4, y + 6), f"{sample.text} read {answer['text'] or '(nothing)'} "
+                                   f"({sample.style}, {sample.spacing})", fill=(0, 0, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    sheet.save(partial, format="PNG")
+    partial.replace(path)
 
 
 if __name__ == "__main__":

@@ -212,11 +212,14 @@ def segment_number(gray: np.ndarray, *, max_pieces: int = 32,
     for group in groups:
         options = []
         for cuts in _cut_options(group, parts):
-            digits = []
+            digits, heights = [], []
             for x0, x1 in cuts:
                 crop, box = _crop(group, x0, x1, parts, found.strength)
                 if crop is not None:
                     digits.append(Digit(crop, _to_picture(box, scale, gray.shape)))
+                    heights.append(box[3] - box[1])
+            if options and min(heights, default=0) < _SMALL_DIGIT * group.height:
+                continue  # another cut that leaves a sliver (the end of a stroke) is no reading
             if digits and all(len(d) != len(digits) or
                               [x.box for x in d] != [x.box for x in digits] for d in options):
                 options.append(tuple(digits))
