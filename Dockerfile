@@ -101,7 +101,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     RUNTIME_DIR=/tmp/mnist-serving
 
 USER 10001:10001
-EXPOSE 8000
+# 8000: HTTP (REST, metrics, page). 8081: the Open Inference Protocol over gRPC, served when GRPC_PORT=8081
+# (compose.yaml and the manifests set it; off by default, so containers on a shared host network do not collide).
+EXPOSE 8000 8081
 # The real python:3.11-slim has no curl: ask the V2 readiness route with the standard library.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v2/health/ready' % os.environ.get('PORT', '8000'), timeout=2)"]

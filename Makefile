@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: serve test install install-serve install-test system-deps lint bench image lock audit clean
+.PHONY: serve test install install-serve install-test system-deps lint bench image lock audit clean grpc-code
 
 # Byte-compiled first, as in the image: where PYTHONDONTWRITEBYTECODE is set, every start would
 # otherwise compile the service from source (~60 ms of its time to ready).
@@ -42,6 +42,10 @@ lint: install-test
 bench: install-test system-deps
 	$(BIN)/python -m compileall -q service
 	$(BIN)/python bench/bench.py
+
+# Regenerate the committed gRPC code in service/grpc/ from grpc_predict_v2.proto (grpcio-tools, dev extra).
+grpc-code: install-test
+	$(BIN)/python -m service.grpc.codegen
 
 image:
 	bash -c 'source ../shared/container/podman-env.sh && podman build --format docker --network host --pull=never -t mnist-serving .'

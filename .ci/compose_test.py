@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     project = f"mnist-compose-{os.getpid()}"
     override = Path(tempfile.mkstemp(prefix="mnist-compose-", suffix=".yaml")[1])
     override.write_text(yaml.safe_dump({"services": {SERVICE: {"image": args.image}}}))
-    env = {**os.environ, "HOST_PORT": str(port)}
+    env = {**os.environ, "HOST_PORT": str(port), "GRPC_HOST_PORT": str(free_port())}
     base = [compose_bin, "-p", project, "-f", str(COMPOSE), "-f", str(override)]
 
     def compose(*command: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -1,20 +1,23 @@
-"""Benchmark the service against a bare Flask endpoint under the same gunicorn settings, with wrk.
+"""Benchmark the service against two bare Flask endpoints under the same gunicorn settings, with wrk.
 
-    .venv/bin/python bench/bench.py                  # the full table (about 5 minutes)
+    .venv/bin/python bench/bench.py                  # the full table (about 10 minutes)
     .venv/bin/python bench/bench.py --repeat 1 --connections 1,64 --scenarios png28,v2bin1024
-    .venv/bin/python bench/bench.py --env THREADS=4  # try other settings (both servers get them)
+    .venv/bin/python bench/bench.py --env THREADS=4  # try other settings (all servers get them)
+    .venv/bin/python bench/bench.py --bare sync      # only the sync yardstick
 
-For each scenario and connection count it prints req/s, images/s, p50/p99 latency, the ratio to the
-bare endpoint and each server's CPU time per request (master + workers, user + system). Both servers run
-side by side and wrk loads one at a time, alternating, --repeat times each; medians are shown. Then the
-service's time to ready (median of several starts) and the server's peak memory (master + workers).
-This prints figures; it asserts nothing.
+The yardsticks are ``bench/bare_app.py`` (read the body, return a constant) under gunicorn with the
+service's settings: "gevent" with the service's own worker class, and "sync" with ``WORKER_CLASS=sync``
+(two sync workers, the plain Flask + gunicorn deployment peers are compared with). For each scenario and
+connection count it prints req/s, images/s, p50/p99 latency and p99/p50 of the service and of each bare
+endpoint, the service's ratio to each, and each server's CPU time per request (master + workers, user +
+system). All servers run side by side and wrk loads one at a time, in turn, --repeat times each; medians
+are shown. Then the issue's target ratios, the service's time to ready (median of several starts) and
+the server's peak memory (master + workers). This prints figures; it asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -29,13 +32,20 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.payloads import (  # noqa: E402
+    json_instances,
+    multipart,
+    page_drawing,
+    phone_photo,
+    png,
+    v2_binary,
+)
 from bench.server import MODELS, GunicornServer, mnist_test_set  # noqa: E402
-from service.contract import FEATURES, INPUT_NAME, OUTPUT_NAME  # noqa: E402
+from service.contract import FEATURES  # noqa: E402
 
 WRK_SCRIPT = """
 local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
@@ -68,43 +78,6 @@ class Scenario:
     header: str = ""
 
 
-def png(pixels: np.ndarray, mode: str | None = None) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(pixels, mode).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def drawn_rgba(pixels: np.ndarray) -> bytes:
-    """A digit drawn black on white on a 280x280 RGBA canvas, as the web page sends it."""
-    ink = Image.fromarray(255 - pixels).resize((196, 196), Image.Resampling.BICUBIC)
-    canvas = Image.new("L", (280, 280), 255)
-    canvas.paste(ink, (30, 50))
-    rgba = Image.merge("RGBA", (canvas, canvas, canvas, Image.new("L", canvas.size, 255)))
-    buf = io.BytesIO()
-    rgba.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def multipart(files: list[bytes]) -> tuple[bytes, str]:
-    boundary = "benchboundary7d3f"
-    parts = []
-    for i, data in enumerate(files):
-        parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{i}.png"\r\n'
-            f"Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n"
-        )
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
-def v2_binary(x: np.ndarray) -> tuple[bytes, int]:
-    header = json.dumps({
-        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": list(x.shape),
-                    "parameters": {"binary_data_size": x.nbytes}}],
-        "outputs": [{"name": OUTPUT_NAME, "parameters": {"binary_data": True}}],
-    }).encode()
-    return header + x.astype("<f4").tobytes(), len(header)
-
-
 def scenarios() -> list[Scenario]:
     images, _ = mnist_test_set()
     x = images.reshape(len(images), FEATURES).astype(np.float32) / 255.0
@@ -112,9 +85,10 @@ def scenarios() -> list[Scenario]:
     v2_body, v2_header = v2_binary(x[:1024])
     return [
         Scenario("png28", "/predict", "image/png", png(images[0]), 1),
-        Scenario("png280rgba", "/predict", "image/png", drawn_rgba(images[0]), 1),
-        Scenario("json64", "/predict", "application/json",
-                 json.dumps({"instances": np.round(x[:64], 4).tolist()}).encode(), 64),
+        # The web page's request exactly: its URL, and the canvas as it uploads it.
+        Scenario("png280rgba", "/v1/models/mnist/predict?top_k=10", "image/png", page_drawing(), 1),
+        Scenario("jpeg1600", "/predict", "image/jpeg", phone_photo(images[0]), 1),
+        Scenario("json64", "/predict", "application/json", json_instances(x[:64]), 64),
         Scenario("multipart64", "/predict", mp_type, mp_body, 64),
         Scenario("v2bin1024", "/v2/models/mnist/infer", "application/octet-stream", v2_body, 1024,
                  header=f"Inference-Header-Content-Length: {v2_header}"),
@@ -216,8 +190,9 @@ def median_run(runs: list[dict]) -> dict:
     }
 
 
-def check_correct(url: str, scenario: Scenario) -> None:
-    """Benchmark answers, not errors: each body must get a 200 from the service first."""
+def check_correct(url: str, scenario: Scenario) -> str:
+    """Benchmark answers, not errors: each body must get a 200 from the service first. Returns the
+    label the service gives the first item (shown for the picture scenarios)."""
     headers = {"Content-Type": scenario.content_type}
     if scenario.header:
         key, value = scenario.header.split(":", 1)
@@ -225,22 +200,91 @@ def check_correct(url: str, scenario: Scenario) -> None:
     response = requests.post(url + scenario.path, data=scenario.body, headers=headers, timeout=30)
     if response.status_code != 200:
         raise SystemExit(f"{scenario.name}: service answered {response.status_code}: {response.text[:200]}")
+    if scenario.content_type.startswith("image/"):
+        first = response.json()["predictions"][0]
+        return f"{first['label']} (p={first['probability']:.2f})"
+    return ""
+
+
+#: The yardsticks: name -> settings on top of the common ones (the service's defaults otherwise).
+BARE_ENDPOINTS = {"gevent": {}, "sync": {"WORKER_CLASS": "sync"}}
+
+
+def ms(us: float) -> str:
+    return f"{us / 1000:.2f}"
+
+
+def tail(result: dict) -> str:
+    """p99/p50 of one cell: how far the slowest 1 % of requests is from the median."""
+    return f"{result['p99_us'] / result['p50_us']:.1f}" if result["p50_us"] else "–"
+
+
+def ratio(service: float, bare: float) -> str:
+    return f"{service / bare:.2f}" if bare else "–"  # a cell where wrk saw no answer in its run
+
+
+def print_table(results: dict, wanted: list[Scenario], conns: list[int], bares: list[str]) -> None:
+    bare_cols = "".join(f" {b} req/s | {b} p50 / p99 ms | {b} p99/p50 | ratio to {b} |" for b in bares)
+    cpu_names = " / ".join(["service", *bares])
+    print(f"| scenario | conns | service req/s | images/s | p50 ms | p99 ms | p99/p50 |{bare_cols} "
+          f"CPU µs/req {cpu_names} | errors {cpu_names} |")
+    print("|" + "---|" * (8 + 4 * len(bares) + 1))
+    for scenario in wanted:
+        for c in conns:
+            s = results[("service", scenario.name, c)]
+            row = (f"| {scenario.name} | {c} | {s['rps']:,.0f} | {s['rps'] * scenario.items:,.0f} | "
+                   f"{ms(s['p50_us'])} | {ms(s['p99_us'])} | {tail(s)} |")
+            cpu, errors = [f"{s['cpu_us']:,.0f}"], [str(s["errors"] + s["non2xx"])]
+            for name in bares:
+                b = results[(name, scenario.name, c)]
+                row += (f" {b['rps']:,.0f} | {ms(b['p50_us'])} / {ms(b['p99_us'])} | {tail(b)} | "
+                        f"{ratio(s['rps'], b['rps'])} |")
+                cpu.append(f"{b['cpu_us']:,.0f}")
+                errors.append(str(b["errors"] + b["non2xx"]))
+            print(f"{row} {' / '.join(cpu)} | {' / '.join(errors)} |")
+
+
+def print_targets(results: dict, bares: list[str]) -> None:
+    """Issue 15's targets, from this run's cells (those that were measured)."""
+    def rps(server: str, scenario: str, c: int) -> float | None:
+        cell = results.get((server, scenario, c))
+        return cell["rps"] if cell else None
+
+    lines = []
+    for scenario, c in (("png28", 64), ("json64", 64)):
+        if (cell := results.get(("service", scenario, c))):
+            lines.append(f"{scenario} at {c} connections: service p99/p50 {tail(cell)} (target <= 3)")
+    for scenario, target in (("png28", 1.0), ("png280rgba", 0.5), ("jpeg1600", 0.15)):
+        service = rps("service", scenario, 8)
+        for name in bares:
+            bare_png = rps(name, "png28", 8)
+            if service and bare_png:
+                lines.append(f"{scenario} at 8 connections: {service / bare_png:.2f}x the {name} bare endpoint's "
+                             f"single-PNG rate ({service:,.0f} / {bare_png:,.0f} req/s; target >= {target})")
+    if lines:
+        print("\ntargets (issue 15):")
+        print("\n".join(f"- {line}" for line in lines))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
     parser.add_argument("--repeat", type=int, default=3,
-                        help="wrk runs per server and cell, alternating service and bare; medians are shown")
+                        help="wrk runs per server and cell, taking the servers in turn; medians are shown")
     parser.add_argument("--connections", default="1,8,64")
     parser.add_argument("--scenarios", default="", help="comma list; default all")
-    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for both servers")
+    parser.add_argument("--bare", default="gevent,sync",
+                        help=f"comma list of bare endpoints to compare with, of {', '.join(BARE_ENDPOINTS)}")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for all servers")
     parser.add_argument("--ready-starts", type=int, default=5, help="starts of the service to time")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk (make test installs it as root)")
 
     env = dict(item.split("=", 1) for item in args.env)
+    bares = [b for b in args.bare.split(",") if b]
+    if unknown := set(bares) - set(BARE_ENDPOINTS):
+        raise SystemExit(f"--bare: unknown {', '.join(sorted(unknown))}; known: {', '.join(BARE_ENDPOINTS)}")
     wanted = [s for s in scenarios() if not args.scenarios or s.name in args.scenarios.split(",")]
     conns = [int(c) for c in args.connections.split(",")]
     work = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -249,43 +293,40 @@ def main() -> None:
 
     ready = [time_to_ready(env) for _ in range(args.ready_starts)]
     results: dict[tuple[str, str, int], dict] = {}
-    service = start_server(None, env)
-    for scenario in wanted:
-        check_correct(service.url, scenario)
-    bare = start_server("bench.bare_app:app", env)  # idle while the service is measured, and vice versa
-    sampler = MemorySampler(service)
+    servers = {"service": start_server(None, env)}
+    answers = {s.name: check_correct(servers["service"].url, s) for s in wanted}
+    for name in bares:  # idle while another server is measured
+        servers[name] = start_server("bench.bare_app:app", {**env, **BARE_ENDPOINTS[name]})
+    sampler = MemorySampler(servers["service"])
     sampler.start()
-    for scenario in wanted:
-        for c in conns:
-            # Alternating, so that both see the same machine: this VM drifts by tens of percent a minute.
-            runs: dict[str, list[dict]] = {"service": [], "bare": []}
-            for _ in range(args.repeat):
-                for name, server in (("service", service), ("bare", bare)):
-                    runs[name].append(run_wrk(server, scenario, c, args.duration, script, work))
-            for name, measured in runs.items():
-                results[(name, scenario.name, c)] = median_run(measured)
-    pss = sampler.stop()
-    rss = sum_proc_field(server_pids(service), "status", "VmHWM:")  # each process's own peak
-    service.stop()
-    bare.stop()
-    shutil.rmtree(work)
+    try:
+        for scenario in wanted:
+            for c in conns:
+                # In turn, so that all see the same machine: this VM drifts by tens of percent a minute.
+                runs: dict[str, list[dict]] = {name: [] for name in servers}
+                for _ in range(args.repeat):
+                    for name, server in servers.items():
+                        runs[name].append(run_wrk(server, scenario, c, args.duration, script, work))
+                for name, measured in runs.items():
+                    results[(name, scenario.name, c)] = median_run(measured)
+        pss = sampler.stop()
+        rss = sum_proc_field(server_pids(servers["service"]), "status", "VmHWM:")  # each process's own peak
+    finally:
+        for server in servers.values():
+            server.stop()
+        shutil.rmtree(work)
 
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
           f"{platform.python_implementation()} {platform.python_version()}; settings: {env or 'defaults'}")
-    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\n")
-    print("| scenario | conns | service req/s | images/s | p50 ms | p99 ms | bare req/s | bare p99 ms "
-          "| ratio | CPU µs/req service / bare | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for scenario in wanted:
-        for c in conns:
-            s, b = results[("service", scenario.name, c)], results[("bare", scenario.name, c)]
-            errors = s["errors"] + s["non2xx"]
-            print(f"| {scenario.name} | {c} | {s['rps']:,.0f} | {s['rps'] * scenario.items:,.0f} | "
-                  f"{s['p50_us'] / 1000:.2f} | {s['p99_us'] / 1000:.2f} | {b['rps']:,.0f} | "
-                  f"{b['p99_us'] / 1000:.2f} | {s['rps'] / b['rps']:.2f} | {s['cpu_us']:,.0f} / {b['cpu_us']:,.0f} | "
-                  f"{errors} |")
-    print(f"\nservice ready {statistics.median(ready):.2f} s after the process started (median of "
-          f"{len(ready)} starts: {', '.join(f'{r:.2f}' for r in sorted(ready))})")
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    if shown := [f"{name} -> {label}" for name, label in answers.items() if label]:
+        print(f"the service's answer to each picture: {', '.join(shown)}")
+    print()
+    print_table(results, wanted, conns, bares)
+    print_targets(results, bares)
+    if ready:
+        print(f"\nservice ready {statistics.median(ready):.2f} s after the process started (median of "
+              f"{len(ready)} starts: {', '.join(f'{r:.2f}' for r in sorted(ready))})")
     print(f"server memory (master + workers): peak {pss:.0f} MiB as the sum of PSS sampled every 0.25 s "
           f"(shared pages counted once); {rss:.0f} MiB as the sum of each process's own peak RSS (VmHWM, "
           "shared pages counted in every process)")

@@ -31,9 +31,11 @@ os.environ.setdefault("MODEL_REPOSITORY", str(ROOT / "models"))
 os.environ.setdefault("POLL_INTERVAL_S", "0")
 
 from bench.bare_app import app as bare  # noqa: E402
-from bench.bench import mnist_test_set, png  # noqa: E402
-from service import logs, metrics  # noqa: E402
+from bench.payloads import png  # noqa: E402
+from bench.server import mnist_test_set  # noqa: E402
+from service import logs  # noqa: E402
 from service.app import create_app  # noqa: E402
+from service.metrics.tally import TALLY  # noqa: E402
 
 BODY = png(mnist_test_set()[0][0])
 
@@ -54,7 +56,7 @@ def cpu_us_per_call(app, calls: int = 2000) -> float:
     for i in range(calls):
         b"".join(app(environ(), start_response))
         if i % 200 == 0:
-            metrics.TALLY.flush()  # the worker's flusher thread does this; nothing yields to it here
+            TALLY.flush()  # the worker's flusher thread does this; nothing yields to it here
     return (time.process_time() - started) / calls * 1e6
 
 

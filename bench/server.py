@@ -118,16 +118,18 @@ class GunicornServer:
         """The /metrics response once every worker has written its request tallies.
 
         Workers add request metrics up in memory and write them every 0.1 s (service/metrics/tally.py), so
-        this waits for two scrapes 0.25 s apart that agree.
+        this waits for two scrapes 0.25 s apart that agree on everything but the scrapes' own series
+        (each scrape counts itself, so the full texts never agree).
         """
         deadline = time.monotonic() + timeout
         last = None
         while True:
             response = requests.get(self.url + "/metrics", timeout=10)
             response.raise_for_status()
-            if response.text == last or time.monotonic() > deadline:
+            settled = [line for line in response.text.splitlines() if 'route="/metrics"' not in line]
+            if settled == last or time.monotonic() > deadline:
                 return response
-            last = response.text
+            last = settled
             time.sleep(0.25)
 
     def worker_pids(self) -> list[int]:

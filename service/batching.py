@@ -2,8 +2,10 @@
 
 The first request to arrive for a model becomes the batch's leader: it waits up to ``max_delay`` for
 others to join (or until the batch holds ``max_size`` items), runs every joined request as a single
-``predict`` and hands each its rows. Joiners just wait for their rows. There is no background thread,
-so nothing runs when there is no traffic, and with ``max_size`` 1 the batcher is a plain call.
+``predict`` and hands each its rows. A request that finds the batch full starts the next one; one
+that joins a batch short of ``max_size`` is never split, so it may take the batch past it. Joiners
+just wait for their rows. There is no background thread, so nothing runs when there is no traffic,
+and with ``max_size`` 1 the batcher is a plain call.
 
 It only helps where one worker holds several requests at once (gthread or gevent workers) and the
 per-call overhead dominates; ``bench/`` measures whether it does on a given machine, and the default
@@ -62,7 +64,10 @@ class Batcher:
         request = _Request(batch)
         key = id(model)
         with self._cond:
-            queue = self._queues.setdefault(key, [])
+            queue = self._queues.get(key)
+            if queue is None or sum(len(r.batch) for r in queue) >= self.max_size:
+                # A full batch (its leader may not have woken yet) takes nobody else: start the next.
+                queue = self._queues[key] = []
             queue.append(request)
             leader = len(queue) == 1
             if leader:
@@ -72,7 +77,8 @@ class Batcher:
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
-                del self._queues[key]  # later arrivals start the next batch
+                if self._queues.get(key) is queue:
+                    del self._queues[key]  # later arrivals start the next batch
             else:
                 self._cond.notify_all()
         if leader:
@@ -87,8 +93,9 @@ class Batcher:
     @staticmethod
     def _run_batch(model: LoadedModel, members: list[_Request]) -> None:
         start = perf_counter()
-        inputs = members[0].batch if len(members) == 1 else np.concatenate([m.batch for m in members])
-        try:
+        size = sum(len(m.batch) for m in members)
+        try:  # stacking can fail too (rows of different widths, memory): the joiners must still wake
+            inputs = members[0].batch if len(members) == 1 else np.concatenate([m.batch for m in members])
             probabilities, error = model.predict(inputs), None
         except BaseException as exc:  # every member must learn about it, not only the leader
             probabilities, error = None, exc
@@ -96,7 +103,7 @@ class Batcher:
         offset = 0
         for member in members:
             rows = len(member.batch)
-            member.started, member.seconds, member.error, member.size = start, seconds, error, len(inputs)
+            member.started, member.seconds, member.error, member.size = start, seconds, error, size
             if probabilities is not None:
                 member.result = probabilities[offset : offset + rows]
             offset += rows

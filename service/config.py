@@ -145,6 +145,11 @@ class Settings:
     )
     host: str = _setting("HOST", "Address gunicorn binds to.", lambda: _env("HOST", "0.0.0.0"))
     port: int = _setting("PORT", "Port gunicorn binds to.", lambda: _int("PORT", 8000))
+    grpc_port: int = _setting(
+        "GRPC_PORT", "Port for the Open Inference Protocol over gRPC (KServe V2, Triton clients), on HOST, "
+        "served by every worker (SO_REUSEPORT); empty or 0 = no gRPC. Messages are limited to MAX_CONTENT_LENGTH.",
+        lambda: _int("GRPC_PORT", 0),
+    )
 
     def ort_threads(self) -> int:
         """Threads per onnxruntime session, so that workers x threads never oversubscribes the cores."""

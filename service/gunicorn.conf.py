@@ -164,13 +164,36 @@ def pre_fork(server, worker) -> None:
         gc.enable()
 
 
+def on_starting(server) -> None:
+    """With GRPC_PORT set, refuse to start when another server already has it (service/grpc/port.py)."""
+    if _settings.grpc_port:
+        from service.grpc.port import ensure_free
+
+        ensure_free(_settings.host, _settings.grpc_port)
+
+
 def post_worker_init(worker) -> None:
-    """Create onnxruntime sessions in the worker, after fork; warm-up runs before it takes requests."""
+    """Create onnxruntime sessions in the worker, after fork; warm-up runs before it takes requests.
+
+    With GRPC_PORT set, start the worker's gRPC server on the same service (service/grpc/server.py).
+    """
     from service.http import service_of
 
     service = service_of(worker.wsgi)
     if service is not None:  # bench/ serves a bare app with this file
         service.start()
+        if service.settings.grpc_port:
+            from service.grpc import server as grpc_server
+
+            server = grpc_server.start(service.plane, service.control, service.settings)
+            worker.grpc_stopped = grpc_server.stop_when(server, lambda: not worker.alive, graceful_timeout / 2)
+
+
+def worker_exit(server, worker) -> None:
+    """Let the worker's gRPC calls in flight finish (its server stopped taking new ones at SIGTERM)."""
+    stopped = getattr(worker, "grpc_stopped", None)
+    if stopped is not None:
+        stopped.wait(graceful_timeout / 2 + 1)
 
 
 def child_exit(server, worker) -> None:

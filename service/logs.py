@@ -6,10 +6,13 @@ all come out as JSON objects with ``timestamp`` (UTC, ISO 8601), ``level``, ``lo
 
 Request lines (logger ``service.request``, level INFO, so ``LOG_LEVEL=WARNING`` turns them off) add
 ``method``, ``route`` (the URL rule), ``path``, ``status``, ``latency_ms``, ``model``, ``version``,
-``items``, ``request_id`` and ``remote_addr``. Request bodies are never logged.
+``items``, ``request_id``, ``remote_addr`` and ``protocol`` (``http``, or ``grpc`` for service/grpc/,
+whose ``route`` and ``path`` are the gRPC method and ``status`` its code name). Request bodies are never
+logged.
 
 The request id comes from the client's ``X-Request-ID`` when it is printable ASCII of at most 128
-characters, and is otherwise a fresh uuid4 hex; the response carries it back in ``X-Request-ID``.
+characters, and is otherwise a fresh uuid4 hex; the response carries it back in ``X-Request-ID`` (gRPC:
+the ``x-request-id`` metadata, sent back as trailing metadata).
 """
 
 from __future__ import annotations

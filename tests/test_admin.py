@@ -12,7 +12,9 @@ import json
 import os
 import shutil
 import signal
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -153,12 +155,18 @@ def test_tritonclient_repository_calls(admin_server):
         client.get_model_repository_index()  # no token
 
 
-@pytest.mark.parametrize("headers", [
+# One check guards the whole admin blueprint: every kind of wrong credential on one route, and every
+# route without credentials.
+WRONG_CREDENTIALS = [
     {}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}, {"Authorization": TOKEN},
     {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": f"Bearer {TOKEN[:-1]}"},
     {"Authorization": "Bearer "},
-])
-@pytest.mark.parametrize("path", ["/index", "/models/mnist/unload", "/models/mnist/load"])
+]
+TOKEN_CASES = [(h, "/models/mnist/unload") for h in WRONG_CREDENTIALS]
+TOKEN_CASES += [({}, "/index"), ({}, "/models/mnist/load")]
+
+
+@pytest.mark.parametrize(("headers", "path"), TOKEN_CASES)
 def test_missing_or_wrong_token_is_401(admin_server, headers, path):
     response = requests.post(admin_server.url + "/v2/repository" + path, headers=headers, timeout=10)
     assert response.status_code == 401, response.text
@@ -183,11 +191,13 @@ def raw_post(server: GunicornServer, path: str) -> tuple[int, dict]:
     return response.status, json.loads(data) if data else {}
 
 
-@pytest.mark.parametrize("name", [
-    "..", "%2e%2e", "..%2Foutside", "%2E%2E%2Foutside", "..%2F..%2Fetc", "%2Fetc", "a%2Fb", ".hidden",
-    "mnist%2F..%2F..%2Foutside", "%00", "mnist%00", "-", "a" * 65, "~root",
-])
-@pytest.mark.parametrize("action", ["load", "unload"])
+PATH_TRICKS = ["..", "%2e%2e", "..%2Foutside", "%2E%2E%2Foutside", "..%2F..%2Fetc", "%2Fetc", "a%2Fb",
+               ".hidden", "mnist%2F..%2F..%2Foutside", "%00", "mnist%00", "-", "a" * 65, "~root"]
+
+
+# load and unload check the name with the same function: every trick on one, two on the other.
+@pytest.mark.parametrize(("name", "action"),
+                         [(n, "unload") for n in PATH_TRICKS] + [("..%2Foutside", "load"), ("%00", "load")])
 def test_path_tricks_are_refused(admin_server, name, action):
     before = control_state(admin_server)
     status, body = raw_post(admin_server, f"/v2/repository/models/{name}/{action}")
@@ -228,3 +238,53 @@ def test_load_of_a_model_without_a_valid_version_says_why(admin_server):
         assert "sha256" in rows[0]["reason"]
     finally:
         shutil.rmtree(broken)
+
+
+def handled_by(server: GunicornServer, request_id: str) -> int | None:
+    """The pid of the worker whose request log line carries ``request_id``."""
+    for line in server.log().splitlines():
+        if request_id in line:
+            entry = json.loads(line)
+            if entry.get("request_id") == request_id and "pid" in entry:
+                return entry["pid"]
+    return None
+
+
+def race(server: GunicornServer, action: str, names: list[str]) -> list[int | None]:
+    """POST ``action`` for every name at the same moment, each on its own connection; the worker pids
+    that handled them."""
+    barrier = threading.Barrier(len(names))
+    ids = [f"race-{uuid.uuid4().hex}" for _ in names]
+    statuses: list[int] = [0] * len(names)
+
+    def one(i: int) -> None:
+        barrier.wait()
+        statuses[i] = requests.post(f"{server.url}/v2/repository/models/{names[i]}/{action}",
+                                    headers={**AUTH, "X-Request-ID": ids[i]}, timeout=30).status_code
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(names))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert statuses == [200] * len(names), statuses
+    wait_for(lambda: all(handled_by(server, rid) for rid in ids), timeout=5)
+    return [handled_by(server, rid) for rid in ids]
+
+
+def test_two_admin_calls_at_once_on_two_workers_both_take_effect(admin_server):
+    """control.json is read, changed and rewritten under a file lock: two unloads racing on two
+    workers must both end up in it (unlocked, the later write would drop the other's model)."""
+    names = ["mnist", "fashion-mnist"]
+    on_two_workers = 0
+    for _ in range(8):
+        pids = race(admin_server, "unload", names)
+        assert sorted(control_state(admin_server)["unloaded"]) == sorted(names)
+        race(admin_server, "load", names)
+        assert control_state(admin_server)["unloaded"] == []
+        on_two_workers += len(set(pids)) == 2
+        if on_two_workers >= 2:
+            break
+    assert on_two_workers, "the two calls never reached different workers; nothing was raced"
+    body, _ = digit_png(0)
+    assert fresh_statuses(predict_url(admin_server), 10, body) == [200] * 10

@@ -10,7 +10,6 @@ import contextlib
 import io
 import platform
 import struct
-import time
 import warnings
 import zlib
 
@@ -162,13 +161,13 @@ def test_fast_png_path_decodes_every_filter_type_like_pillow(decoder: str, case)
         ("png-RGB", encode(Image.fromarray(digit_like()).convert("RGB"), "PNG"), 0),
         ("png-P", encode(Image.fromarray(digit_like()).convert("P"), "PNG"), 0),
         ("png-1", encode(Image.fromarray(digit_like()).convert("1"), "PNG"), 0),
-        ("jpeg-RGB", encode(Image.fromarray(digit_like()).convert("RGB"), "JPEG", quality=95), 40),
-        ("jpeg-L", encode(Image.fromarray(digit_like()), "JPEG", quality=95), 40),
+        ("jpeg-RGB", encode(Image.fromarray(digit_like()).convert("RGB"), "JPEG", quality=95), 8),
+        ("jpeg-L", encode(Image.fromarray(digit_like()), "JPEG", quality=95), 8),
         ("bmp-RGB", encode(Image.fromarray(digit_like()).convert("RGB"), "BMP"), 0),
         ("bmp-L", encode(Image.fromarray(digit_like()), "BMP"), 0),
         ("gif", encode(Image.fromarray(digit_like()).convert("RGB"), "GIF"), 0),
         ("webp-lossless", encode(Image.fromarray(digit_like()).convert("RGB"), "WEBP", lossless=True), 0),
-        ("webp-lossy", encode(Image.fromarray(digit_like()).convert("RGB"), "WEBP", quality=95), 40),
+        ("webp-lossy", encode(Image.fromarray(digit_like()).convert("RGB"), "WEBP", quality=95), 8),
         ("tiff-RGB", encode(Image.fromarray(digit_like()).convert("RGB"), "TIFF"), 0),
         (
             "tiff-L-deflate",
@@ -181,7 +180,8 @@ def test_formats_decode_to_the_same_grayscale(name: str, data: bytes, tolerance:
     out = decode_image(data, max_pixels=MAX)
     assert out.shape == (30, 40) and out.dtype == np.uint8, name
     diff = np.abs(out.astype(int) - digit_like().astype(int))
-    assert diff.max() <= max(tolerance, 0) if tolerance == 0 else diff.mean() < 8, name
+    # Lossless formats give the exact pixels; lossy ones at quality 95 stay within a few levels (1 here).
+    assert diff.max() <= tolerance, (name, diff.max())
     assert out[12, 12] < 60 and out[0, 0] > 200, name
 
 
@@ -338,12 +338,41 @@ def test_truncated_loading_stays_disabled() -> None:
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
+def gray_png_with_image_data(width: int, height: int, idat: bytes) -> bytes:
+    """An 8-bit grayscale PNG whose chunks (and CRCs) are all valid, whatever ``idat`` holds."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+
+
+ROWS_28 = b"".join(b"\x00" + bytes(range(0, 252, 9)) for _ in range(28))  # filter 0 + 28 pixels, 28 rows
+CORRUPT_IMAGE_DATA = {
+    "not zlib at all": bytes(range(7, 200)),
+    "zlib stream cut short": zlib.compress(ROWS_28)[:-6],
+    "invalid row filter type": zlib.compress(ROWS_28.replace(b"\x00\x00\x09", b"\x07\x00\x09")),
+}
+
+
 @pytest.mark.parametrize("decoder", FAST_DECODERS)
-def test_corrupt_crc_on_fast_path_png_is_refused_or_identical(decoder: str) -> None:
-    data = bytearray(encode(Image.fromarray(digit_like()), "PNG"))
-    data[-20] ^= 0xFF  # inside the IDAT payload: the zlib stream breaks
-    with fast_png_decoder(decoder), pytest.raises(BadRequest):
-        decode_image(bytes(data), max_pixels=MAX)
+@pytest.mark.parametrize("corruption", sorted(CORRUPT_IMAGE_DATA))
+def test_corrupt_image_data_with_valid_crcs_reaches_the_fast_decoder_and_is_400(
+    decoder: str, corruption: str
+) -> None:
+    """Chunk CRCs are right, so only the fast decoder itself can notice; its error must become a 400."""
+    idat = CORRUPT_IMAGE_DATA[corruption]
+    data = gray_png_with_image_data(28, 28, idat)
+    assert images._png_image_data(data) == [idat]  # every structural check passes: the decoder runs
+    with fast_png_decoder(decoder):
+        # The decoder the fast path calls really fails on these bytes ...
+        with pytest.raises(Exception):  # noqa: B017, PT011 - pyspng raises RuntimeError, Pillow ValueError
+            if images.pyspng is not None:
+                images.pyspng.load(data, "L")
+            else:
+                Image.frombytes("L", (28, 28), idat, "zip", "L")
+        # ... the fast path catches that and declines, and the slow path refuses with a clear 400.
+        assert images._decode_simple_png(data, MAX) is None
+        with pytest.raises(BadRequest) as info:
+            decode_image(data, max_pixels=MAX)
+    assert "truncated or corrupt" in info.value.message
 
 
 def frames(count: int) -> list[Image.Image]:
@@ -377,15 +406,16 @@ def test_too_many_pixels_is_413_from_the_header() -> None:
 
 
 @pytest.mark.parametrize(("width", "height"), [(30000, 30000), (10000, 10000), (65535, 65535)])
-def test_decompression_bomb_is_refused_fast_without_warnings(width: int, height: int) -> None:
+def test_decompression_bomb_is_refused_from_the_header_without_warnings(width: int, height: int) -> None:
     data = png_header_claiming(width, height)
     assert len(data) < 2000
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any warning (Pillow's DecompressionBombWarning) fails the test
-        start = time.perf_counter()
-        with pytest.raises(PayloadTooLarge):
+        # Its image data holds 1,000 bytes where the header promises millions: any attempt to decode
+        # it would end in "truncated" (400). A 413 naming the claimed size is the header check.
+        with pytest.raises(PayloadTooLarge) as info:
             decode_image(data, max_pixels=MAX)
-        assert time.perf_counter() - start < 0.05
+        assert f"{width}x{height}" in info.value.message
         # With a limit above Pillow's own, Pillow's bomb check fires first: still our clean 413.
         with pytest.raises(PayloadTooLarge):
             decode_image(data, max_pixels=10**12)

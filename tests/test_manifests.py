@@ -33,6 +33,8 @@ from .openapi_models import Models, SchemaError, check
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
 KSERVE = ROOT / "deploy" / "kserve" / "inferenceservice.yaml"
+KSERVE_GRPC = ROOT / "deploy" / "kserve" / "inferenceservice-grpc.yaml"
+GRPC_PORT = 8081
 TFJOB = ROOT / "deploy" / "kubeflow" / "tfjob.yaml"
 KSERVE_MODELS = ROOT / "tests" / "schemas" / "kserve-0.21.0-models.json"  # .ci/extract_sdk_models.py
 K8S_VERSION = kubernetes_validate.latest_version()  # schemas shipped with the package, no network
@@ -130,6 +132,24 @@ def test_configmap_feeds_the_deployment_with_known_settings() -> None:
     assert all(isinstance(value, str) for value in config["data"].values())
     assert config["data"]["RUNTIME_DIR"].startswith("/tmp/")  # on the emptyDir
     assert int(config["data"]["PORT"]) == 8000
+    assert int(config["data"]["GRPC_PORT"]) == GRPC_PORT
+
+
+def test_grpc_port_is_exposed_and_named() -> None:
+    """The Open Inference Protocol over gRPC: the port GRPC_PORT opens is declared everywhere, named grpc."""
+    (container,) = by_kind("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}["grpc"] == GRPC_PORT
+    service_ports = {p["name"]: p for p in by_kind("Service")["spec"]["ports"]}
+    assert service_ports["grpc"]["targetPort"] == "grpc"
+    assert service_ports["grpc"]["appProtocol"] == "kubernetes.io/h2c"
+
+    app = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["mnist-serving"]
+    grpc_ports = [p for p in app["ports"] if isinstance(p, dict) and p.get("name") == "grpc"]
+    assert [p["target"] for p in grpc_ports] == [GRPC_PORT]
+    assert int(app["environment"]["GRPC_PORT"]) == GRPC_PORT
+
+    runtime = (ROOT / "Dockerfile").read_text().split("AS runtime", 1)[1]
+    assert re.search(rf"^EXPOSE 8000 {GRPC_PORT}$", runtime, re.M)
 
 
 def test_admin_token_comes_from_the_secret() -> None:
@@ -366,6 +386,29 @@ def test_kserve_model_tables_come_from_the_sdk() -> None:
     predictor = extract["models"]["V1beta1PredictorSpec"]
     assert predictor["attribute_map"]["min_replicas"] == "minReplicas"
     assert predictor["openapi_types"]["containers"] == "list[V1Container]"
+
+
+def test_kserve_grpc_inference_service() -> None:
+    """Knative routes one port per predictor: gRPC is its own InferenceService, its port named h2c."""
+    (isvc,) = documents(KSERVE_GRPC)
+    check(isvc, "V1beta1InferenceService", KSERVE_SDK)
+    (http_isvc,) = documents(KSERVE)
+    assert isvc["metadata"]["name"] != http_isvc["metadata"]["name"]
+    predictor = isvc["spec"]["predictor"]
+    pod_keys = set(k8s_models.V1PodSpec.attribute_map.values())
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "predictor"},
+           "spec": {key: value for key, value in predictor.items() if key in pod_keys}}
+    try:
+        kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        pytest.fail(f"gRPC predictor PodSpec: {exc.message} at {'.'.join(map(str, exc.path))}")
+    (container,) = predictor["containers"]
+    assert container["image"] == http_isvc["spec"]["predictor"]["containers"][0]["image"]
+    assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("h2c", GRPC_PORT)]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert set(env) <= SETTINGS_ENV and int(env["GRPC_PORT"]) == GRPC_PORT
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["tcpSocket"]["port"] == GRPC_PORT
 
 
 # --- compose and Prometheus -------------------------------------------------------------------------

@@ -121,13 +121,6 @@ def test_broken_export_is_refused_and_repository_untouched(published, capsys):
     assert tree_snapshot(published) == before
 
 
-def test_min_accuracy_refuses_and_repository_untouched(published, capsys):
-    before = tree_snapshot(published)
-    assert main(["train", *TINY, "--repository", str(published), "--min-accuracy", "0.99"]) == 1
-    assert "below --min-accuracy 0.99" in capsys.readouterr().err
-    assert tree_snapshot(published) == before
-
-
 def test_mirrored_over_two_logical_cpus(tmp_path):
     options = shlex.split("--distribute mirrored --cpu-devices 2 --batch-size 16")
     result = run_cli("train", *TINY, *options, "--repository", str(tmp_path))

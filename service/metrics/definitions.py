@@ -14,8 +14,12 @@ in a URL is recorded as ``model=""``); refusal reasons are a handful of categori
 
 Metric names (all prefixed ``mnist_``):
 
-* ``mnist_http_requests_total{route,method,status,model,version}`` counter
-* ``mnist_http_request_duration_seconds{route,method}`` histogram, the whole request
+* ``mnist_http_requests_total{route,method,status,model,version,protocol}`` counter
+* ``mnist_http_request_duration_seconds{route,method,protocol}`` histogram, the whole request
+
+  ``protocol`` is ``http`` (REST) or ``grpc`` (service/grpc/: ``route`` is the full method name,
+  ``/inference.GRPCInferenceService/ModelInfer``, ``method`` POST, ``status`` the gRPC code name, ``OK``).
+
 * ``mnist_request_phase_seconds{phase,model}`` histogram, ``phase`` = ``decode`` (from the start of
   the request to the first inference: body, parsing, image decoding, preprocessing), ``queue`` (waiting
   for a dynamic batch; observed only while dynamic batching is on) and ``inference`` (onnxruntime)
@@ -43,11 +47,11 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 REQUESTS = Counter(
     "mnist_http_requests", "HTTP requests by URL rule, method, status and the model version that answered.",
-    ["route", "method", "status", "model", "version"],
+    ["route", "method", "status", "model", "version", "protocol"],
 )
 REQUEST_SECONDS = Histogram(
     "mnist_http_request_duration_seconds", "Whole request time in the app, by URL rule and method.",
-    ["route", "method"], buckets=LATENCY_BUCKETS,
+    ["route", "method", "protocol"], buckets=LATENCY_BUCKETS,
 )
 PHASE_SECONDS = Histogram(
     "mnist_request_phase_seconds",

@@ -1,5 +1,5 @@
-"""Where requests are observed: Flask's before/after-request hooks and the fast lane's WSGI call both
-report each finished request through ``observe_request`` (metrics and the JSON request log line).
+"""Where requests are observed: Flask's before/after-request hooks, the fast lane's WSGI call and the gRPC
+server all report each finished request through ``observe_request`` (metrics and the JSON request log line).
 """
 
 from __future__ import annotations
@@ -17,20 +17,21 @@ if TYPE_CHECKING:
     from ..registry import ModelRegistry
 
 
-def observe_request(*, route: str, method: str, path: str, status: int, seconds: float,
+def observe_request(*, route: str, method: str, path: str, status: int | str, seconds: float,
                     timings: Timings | None, model: str, version: str, request_id: str,
-                    remote_addr: str | None) -> None:
-    """Count, time and log one finished request: the one place both the Flask hook and the raw-image
-    fast lane (service/fastlane.py) report to, so their metrics and log lines cannot differ."""
+                    remote_addr: str | None, protocol: str = "http") -> None:
+    """Count, time and log one finished request: the one place the Flask hook, the raw-image fast lane
+    (service/fastlane.py) and the gRPC server (service/grpc/) report to, so their metrics and log lines
+    cannot differ."""
     if timings is not None and timings.items:
         model, version, items = timings.model, timings.version, timings.items
     else:
         items = 0
-    record_request(route, method, status, model, version, seconds, timings)
+    record_request(route, method, status, model, version, seconds, timings, protocol)
     logs.log_request(method, path, status, {
         "method": method, "route": route, "path": path, "status": status,
         "latency_ms": round(seconds * 1000, 3), "model": model, "version": version,
-        "items": items, "request_id": request_id, "remote_addr": remote_addr,
+        "items": items, "request_id": request_id, "remote_addr": remote_addr, "protocol": protocol,
     })
 
 

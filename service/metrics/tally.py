@@ -91,20 +91,20 @@ class _HistogramSeries:
         return (self.sum, amount), (self.buckets[bisect_left(self.bounds, amount)], 1.0)
 
 
-# (route, method, status, model, version) -> (requests counter value, request duration series), and
+# (route, method, status, model, version, protocol) -> (requests counter value, request duration series), and
 # (model, version) -> (images counter value, batch size, decode, queue and inference series): one dict
 # lookup per request instead of a ``Metric.labels()`` call (which validates and stringifies its
 # arguments) per metric. Keys are bounded by the label rules above.
-_request_series: dict[tuple[str, str, int, str, str], tuple[object, _HistogramSeries]] = {}
+_request_series: dict[tuple[str, str, int | str, str, str, str], tuple[object, _HistogramSeries]] = {}
 _inference_series: dict[tuple[str, str], tuple[object, _HistogramSeries, ...]] = {}
 
 
-def _request_values(route: str, method: str, status: int, model: str, version: str):
-    key = (route, method, status, model, version)
+def _request_values(route: str, method: str, status: int | str, model: str, version: str, protocol: str):
+    key = (route, method, status, model, version, protocol)
     series = _request_series.get(key)
     if series is None:
-        series = (REQUESTS.labels(route, method, str(status), model, version)._value,  # noqa: SLF001
-                  _HistogramSeries(REQUEST_SECONDS.labels(route, method)))
+        series = (REQUESTS.labels(route, method, str(status), model, version, protocol)._value,  # noqa: SLF001
+                  _HistogramSeries(REQUEST_SECONDS.labels(route, method, protocol)))
         series = _request_series.setdefault(key, series)
     return series
 
@@ -120,10 +120,10 @@ def _inference_values(model: str, version: str):
     return series
 
 
-def record_request(route: str, method: str, status: int, model: str, version: str, seconds: float,
-                   timings: Timings | None = None) -> None:
+def record_request(route: str, method: str, status: int | str, model: str, version: str, seconds: float,
+                   timings: Timings | None = None, protocol: str = "http") -> None:
     """Count and time one request, and the inference work it did, in one tally update."""
-    requests, duration = _request_values(route, method, status, model, version)
+    requests, duration = _request_values(route, method, status, model, version, protocol)
     updates = [(requests, 1.0), *duration.observe(seconds)]
     if timings is not None and timings.items:
         images, sizes, decode, queue, inference = _inference_values(timings.model, timings.version)
