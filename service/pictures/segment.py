@@ -1,4 +1,4 @@
-"""A picture of a number on one line -> one ink crop and one box per digit, in reading order.
+"""A picture of a number on one line -> digit crops and boxes in reading order (with alternatives).
 
 Two steps with a clean seam between them:
 
@@ -9,11 +9,18 @@ Two steps with a clean seam between them:
    ``InkMap`` for a gray picture plugs in (``segment_number(gray, ink=...)``).
 2. ``segment_number``: connected components of the mask (``components.label``), specks dropped, pieces
    of one digit merged (a 5's detached bar, a 7's cross stroke), components far wider than a digit split
-   at the column-projection minimum (two touching digits), sorted left to right.
+   at the column-projection minimum (two touching digits), sorted left to right into ``Place``s. A
+   place wide enough to be two digits also carries other readings (cut at its emptiest columns).
+3. The caller classifies ``candidates(places)`` in ONE batch and ``choose(places, confidence)`` picks
+   each place's reading (``DataPlane.read``): the shapes propose, the classifier settles doubtful cuts.
 
 Each digit comes back as a light-on-black crop of the ink map holding only that digit's own pixels (a
 neighbour's stroke reaching into its box is left out), ready for MNIST normalisation
 (``normalise.batch_to_model_input``), and a box in the coordinates of the picture given.
+
+When part A's photo-proof normalisation lands, two things plug in here: its ink mask as ``ink`` (or as
+the body of ``ink_map``), and, if its decoder hands back a reduced picture of a big JPEG, the factor
+to scale boxes back to the upright picture's pixels (``_to_picture`` does this for our own reduction).
 
 Big pictures are segmented on a reduced copy (``WORK_MAX_SIDE``): a digit is a few hundred pixels at
 most in a phone photo, and 1024 px across still leaves a digit of 10 % of the short side ~75 px tall,
