@@ -226,18 +226,30 @@ def read_all(plane, samples: list[NumberPicture]) -> list[dict]:
     return [plane.read(None, {"top_k": "0"}, sample.data, Timings()) for sample in samples]
 
 
+def boxes_on_their_digits(samples: list[NumberPicture], answers: list[dict]) -> float:
+    """Share of the digits of rightly read numbers whose box overlaps the true one (IoU > 0.5)."""
+    pairs = [(d["box"], truth) for s, a in zip(samples, answers, strict=True) if a["text"] == s.text
+             for d, truth in zip(a["digits"], s.boxes, strict=True)]
+    return sum(overlap(box, truth) > 0.5 for box, truth in pairs) / len(pairs)
+
+
 def test_plain_numbers_accuracy(plane, plain) -> None:
-    figures = score(plain, read_all(plane, plain))
-    print("plain", figures)
+    answers = read_all(plane, plain)
+    figures = score(plain, answers)
+    print("plain", figures, "boxes", boxes_on_their_digits(plain, answers))
     assert figures["whole_string"] >= PLAIN_WHOLE_STRING, figures
     assert figures["per_digit"] >= PLAIN_PER_DIGIT, figures
+    assert boxes_on_their_digits(plain, answers) >= 0.97
 
 
 def test_photographed_numbers_accuracy(plane, photos) -> None:
-    figures = score(photos, read_all(plane, photos))
-    print("photo", figures)
+    """Frames up to 1600 px wide: the reader works on a reduced copy and scales the boxes back."""
+    answers = read_all(plane, photos)
+    figures = score(photos, answers)
+    print("photo", figures, "boxes", boxes_on_their_digits(photos, answers))
     assert figures["whole_string"] >= PHOTO_WHOLE_STRING, figures
     assert figures["per_digit"] >= PHOTO_PER_DIGIT, figures
+    assert boxes_on_their_digits(photos, answers) >= 0.95
 
 
 # ---- properties ---------------------------------------------------------------------------------
