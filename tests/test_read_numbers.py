@@ -311,3 +311,18 @@ def test_segmentation_of_any_mask_never_crashes_and_stays_in_the_picture(mask: n
         assert digit.crop.ndim == 2 and digit.crop.max() > 0
     for place in places:
         assert all(len(option) >= 1 for option in place.options)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(arrays(np.uint8, st.tuples(st.integers(1, 70), st.integers(1, 120))))
+def test_segmentation_of_any_gray_picture_never_crashes(gray: np.ndarray) -> None:
+    """The whole path from gray pixels (our ink map included) on arbitrary pictures, odd sizes too."""
+    try:
+        places = segment_number(gray, max_pieces=32)
+    except ValueError as exc:
+        assert "more than 32" in str(exc)
+        return
+    height, width = gray.shape
+    for digit in candidates(places):
+        x0, y0, x1, y1 = digit.box
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
