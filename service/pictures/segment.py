@@ -48,6 +48,7 @@ _PAPER_SIDE = 48
 _PAPER_KERNEL = 9  # closing window on that copy (odd): wider than a stroke of a digit filling the picture
 _MIN_CONTRAST = 48  # ink must be at least this much darker than its paper (0-255, after flattening)
 _LOW_FRACTION = 0.5  # hysteresis: faint ink down to this fraction of the threshold joins strong ink
+_NOISE_PERCENTILE = 99.5  # ... but never below this percentile of the paper's strength (its noise)
 # Shape rules, as fractions of the line height (the typical height of the tall pieces).
 _SPECK = 0.2  # pieces whose longest side is under this are specks (dots, noise, pen taps)
 _TALL = 0.6  # pieces at least this tall are digits (or a digit's main stroke) on their own
@@ -111,7 +112,11 @@ def ink_map(gray: np.ndarray) -> InkMap:
     strong = strength >= high
     if not strong.any():
         return InkMap(strength, strong)
-    weak = strength >= max(int(high * _LOW_FRACTION), 1)
+    # The faint threshold stays above the paper's own noise (amplified where the paper is dark), or
+    # noise pixels chain up into bridges between digits written well apart.
+    sample = strength[::3, ::3]
+    paper_noise = float(np.percentile(sample[sample < high], _NOISE_PERCENTILE)) if sample.size else 0.0
+    weak = strength >= max(int(high * _LOW_FRACTION), int(paper_noise) + 1)
     pieces = label(weak)
     keep = np.zeros(pieces.count + 1, dtype=bool)
     keep[np.unique(pieces.labels[strong])] = True
@@ -120,11 +125,14 @@ def ink_map(gray: np.ndarray) -> InkMap:
 
 
 def _dark_background(gray: np.ndarray) -> bool:
-    """Most of the border dark: light ink on a dark ground."""
-    if gray.shape[0] < 3 or gray.shape[1] < 3:
-        return False
-    border = np.concatenate((gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]))
-    return 2 * int(np.count_nonzero(border < 128)) > border.size
+    """Light ink on a dark ground: most of the picture is nearer its darkest than its brightest.
+
+    Ink is the minority of pixels whatever its colour, so the median tells the ground. (The border
+    does not: a vignette or a dim corner makes the border of a light page dark.)
+    """
+    sample = gray[::2, ::2]
+    low, middle, high = np.percentile(sample, (2, 50, 98))
+    return bool(middle - low < high - middle)
 
 
 def _paper(gray: np.ndarray) -> np.ndarray:
