@@ -15,6 +15,9 @@ Scenarios:
   new connections are probed every 100 ms (refused, hung or served).
 - ``slow``: slow clients (a body sent 1 byte per interval, and a slowloris that never finishes its
   headers) are connected while a normal client measures its latency and success.
+- ``crowd``: 2,500 uploads that stall after 3 body bytes, and 64 maximum-size bodies (raw and JSON)
+  held one byte short: liveness and predictions timed while they are held, the workers' RSS growth
+  (from /proc), the status each crowd member got and when, the same worker pids afterwards.
 - ``publish``: a full disk and a killed publisher during ``training.publish.publish``, a torn
   (non-atomic) version folder, a directory or a FIFO where a model file should be, and the served
   version's file broken in place: nothing half-written is ever served, the old version keeps
@@ -499,7 +502,178 @@ def slow_clients(*, worker_class: str | None = None, workers: int = 2, threads: 
     }
 
 
-# -- (d) broken publishes and unreadable model folders ---------------------------------------------
+# -- (d) crowds of stalled uploads and big bodies ---------------------------------------------------
+
+
+class Crowd(threading.Thread):
+    """``count`` uploads of ``length`` declared bytes that send ``sent`` of them and then stall, driven
+    by one thread with non-blocking sockets (bounded: ``count`` descriptors, closed by ``close``).
+
+    Each records the status line the server answered (or how it dropped us) and when.
+    """
+
+    def __init__(self, port: int, count: int, length: int, sent: int, content_type: str,
+                 body_byte: bytes = b"0") -> None:
+        super().__init__(daemon=True)
+        import selectors
+
+        self.selector = selectors.DefaultSelector()
+        self.started = time.monotonic()
+        self.outcomes: dict[int, tuple[str, float]] = {}
+        self.pending: dict[int, list] = {}  # fd -> [socket, bytes left to send, bytes received]
+        head = (f"POST /predict HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {length}\r\n\r\n").encode()
+        payload = memoryview(head + body_byte * sent)
+        self._halt = threading.Event()
+        for _ in range(count):
+            sock = socket.create_connection((HOST, port), timeout=10)
+            sock.setblocking(False)
+            self.pending[sock.fileno()] = [sock, payload, b""]
+            self.selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+
+    def run(self) -> None:
+        import selectors
+
+        while self.pending and not self._halt.is_set():
+            for key, events in self.selector.select(timeout=0.2):
+                entry = self.pending.get(key.fd)
+                if entry is None:
+                    continue
+                sock = entry[0]
+                try:
+                    if events & selectors.EVENT_WRITE and entry[1]:
+                        entry[1] = entry[1][sock.send(entry[1][:1 << 20]):]
+                        if not entry[1]:
+                            self.selector.modify(sock, selectors.EVENT_READ)
+                    if events & selectors.EVENT_READ:
+                        chunk = sock.recv(65536)
+                        entry[2] += chunk
+                        if not chunk:
+                            self._finish(key.fd, entry[2])
+                except BlockingIOError:
+                    pass
+                except OSError as exc:
+                    self._finish(key.fd, entry[2], classify(exc))
+
+    def _finish(self, fd: int, received: bytes, error: str | None = None) -> None:
+        sock = self.pending.pop(fd)[0]
+        self.selector.unregister(sock)
+        sock.close()
+        status = received.split(b" ", 2)[1].decode() if received.startswith(b"HTTP/") else None
+        self.outcomes[fd] = (status or error or "closed", time.monotonic() - self.started)
+
+    def close(self) -> dict:
+        """Stop, close every socket still open; status -> (count, first and last seconds)."""
+        self._halt.set()
+        self.join(10)
+        for fd in list(self.pending):
+            self._finish(fd, b"", "still open")
+        self.selector.close()
+        by_status: dict[str, list[float]] = {}
+        for status, seconds in self.outcomes.values():
+            by_status.setdefault(status, []).append(seconds)
+        return {status: (len(times), round(min(times), 1), round(max(times), 1))
+                for status, times in sorted(by_status.items())}
+
+
+def rss_mib(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def crowd(*, kind: str, count: int, length: int | None = None, sent: int = 3, json_body: bool = False,
+          workers: int = 2, hold_s: float = 5.0, env: dict | None = None, settle_s: float = 60.0) -> dict:
+    """Hold a crowd of stalled uploads open; meanwhile time liveness and a real prediction, and sample
+    the workers' RSS; then wait (up to ``settle_s``) for the server to drop the crowd.
+
+    ``length`` None: a 28x28 PNG's size; ``sent``: body bytes sent before stalling (-1: all but one).
+    """
+    from service.config import load_settings
+
+    with GunicornServer(MODELS, env=env or {}, workers=workers) as server:
+        length = length or len(PNG)
+        sent = length - 1 if sent < 0 else sent
+        before = {pid: rss_mib(pid) for pid in server.worker_pids()}
+        peak = dict(before)
+        started = time.monotonic()
+        group = Crowd(server.port, count, length, sent,
+                      "application/json" if json_body else "image/png", b" " if json_body else b"0")
+        opened_s = time.monotonic() - started
+        group.start()
+        # Held open = accepted by a worker (connect() returns once the kernel has queued it).
+        wait_for(lambda: sum(held_connections(pid, server.port) for pid in server.worker_pids()) >= count,
+                 timeout=60, interval=0.2)
+        accepted_s = time.monotonic() - started
+        probes: list[Result] = []
+        predictions: list[Result] = []
+        deadline = time.monotonic() + hold_s
+
+        def keep_asking(results: list[Result], **request: object) -> None:
+            while time.monotonic() < deadline:
+                results.append(one_request(server.port, timeout=5, **request))
+                time.sleep(0.1)
+
+        askers = [threading.Thread(target=keep_asking, args=(probes,), daemon=True,
+                                   kwargs={"method": "GET", "path": "/v2/health/live", "body": None,
+                                           "headers": {}}),
+                  threading.Thread(target=keep_asking, args=(predictions,), daemon=True)]
+        for asker in askers:
+            asker.start()
+        while time.monotonic() < deadline:
+            for pid in server.worker_pids():
+                peak[pid] = max(peak.get(pid, 0.0), rss_mib(pid))
+            time.sleep(0.1)
+        for asker in askers:
+            asker.join(10)
+        wait_for(lambda: not group.pending, timeout=settle_s, interval=0.2)
+        drop_s = round(time.monotonic() - group.started, 1)
+        codes = group.close()
+        pids_kept = sorted(server.worker_pids()) == server.initial_workers
+        after = {pid: rss_mib(pid) for pid in server.worker_pids()}
+        ok = healthy(server.port)
+        settings = load_settings()
+    live_ms = sorted(1000 * (r.t1 - r.t0) for r in probes if r.ok)
+    predict_ms = sorted(1000 * (r.t1 - r.t0) for r in predictions if r.ok)
+    return {
+        "kind": kind, "sent": count, "failed": sum(n for s, (n, _, _) in codes.items() if s != "200"),
+        "codes": codes, "opened_s": round(opened_s, 2), "accepted_s": round(accepted_s, 2),
+        "all_dropped_after_s": drop_s,
+        "live": {"sent": len(probes), "ok": len(live_ms), "max_ms": round(live_ms[-1], 1) if live_ms else None,
+                 "p50_ms": round(live_ms[len(live_ms) // 2], 1) if live_ms else None,
+                 "over_1s": sum(ms > 1000 for ms in live_ms)},
+        "predict": {"sent": len(predictions), "ok": len(predict_ms),
+                    "max_ms": round(predict_ms[-1], 1) if predict_ms else None,
+                    "p50_ms": round(predict_ms[len(predict_ms) // 2], 1) if predict_ms else None,
+                    "over_1s": sum(ms > 1000 for ms in predict_ms)},
+        "rss_growth_peak_mib": {pid: round(peak[pid] - before.get(pid, 0.0)) for pid in peak if pid in before},
+        "rss_growth_after_mib": {pid: round(after[pid] - before.get(pid, 0.0)) for pid in after
+                                 if pid in before},
+        "worker_pids_kept": pids_kept, "healthy": ok and pids_kept,
+        "settings": {"BODY_TIMEOUT_S": settings.body_timeout_s, "ADMISSION_WAIT_S": settings.admission_wait_s,
+                     **(env or {})},
+    }
+
+
+def crowd_faults(*, stalled: int = 2500, big: int = 64, hold_s: float = 5.0, env: dict | None = None,
+                 settle_s: float = 60.0) -> list[dict]:
+    """The crowd cases of issue 17: stalled uploads; maximum-size bodies held one byte short, raw and JSON."""
+    from service.config import load_settings
+
+    limit = load_settings().max_content_length
+    return [
+        crowd(kind=f"crowd: {stalled} uploads stalled after 3 body bytes", count=stalled, hold_s=hold_s,
+              env=env, settle_s=settle_s),
+        crowd(kind=f"crowd: {big} raw bodies of {limit >> 20} MiB held one byte short", count=big,
+              length=limit, sent=-1, hold_s=hold_s, env=env, settle_s=settle_s),
+        crowd(kind=f"crowd: {big} JSON bodies of {limit >> 20} MiB held one byte short", count=big,
+              length=limit, sent=-1, json_body=True, hold_s=hold_s, env=env, settle_s=settle_s),
+    ]
+
+
+# -- (e) broken publishes and unreadable model folders ---------------------------------------------
 
 
 def _model_files() -> dict[str, bytes]:
@@ -741,6 +915,16 @@ def detail(row: dict) -> str:
                 f"{r['started_before_term']['codes']}; started after: {r['started_after_term']['codes']}; "
                 f"new-connection probes {r['new_connection_probes']}; master exit {r['master_exit_code']} "
                 f"after {r['exit_after_s']} s")
+    if kind.startswith("crowd"):
+        return (f"crowd opened in {r['opened_s']} s, accepted by the workers after {r['accepted_s']} s, all "
+                f"dropped after {r['all_dropped_after_s']} s; while "
+                f"held: liveness {r['live']['ok']}/{r['live']['sent']} ok, p50 {r['live']['p50_ms']} ms, max "
+                f"{r['live']['max_ms']} ms, {r['live']['over_1s']} over 1 s; predictions {r['predict']['ok']}/"
+                f"{r['predict']['sent']} ok, p50 {r['predict']['p50_ms']} ms, max {r['predict']['max_ms']} ms, "
+                f"{r['predict']['over_1s']} over 1 s; workers' RSS growth MiB peak "
+                f"{list(r['rss_growth_peak_mib'].values())}, after {list(r['rss_growth_after_mib'].values())}; "
+                f"same worker pids: {r['worker_pids_kept']}; "
+                f"settings {r['settings']}")
     if kind.startswith("slow"):
         b, d = r["baseline"], r["during"]
         return (f"baseline p50 {b['p50_ms']} ms; with slow clients ok {d['ok']}/{d['sent']}, "
@@ -774,7 +958,7 @@ def print_table(rows: list[dict]) -> None:
 
 
 SLOW_MATRIX = [("sync", 1), ("gthread", 4), ("gthread", 8), ("gevent", 1)]
-ALL_SCENARIOS = ["kill", "term", "slow", "publish"]
+ALL_SCENARIOS = ["kill", "term", "slow", "crowd", "publish"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -788,6 +972,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow", type=int, default=4, help="slow clients for slow")
     parser.add_argument("--seconds", type=float, default=4.0, help="measurement window for slow")
     parser.add_argument("--matrix", action="store_true", help="slow: sync, gthread x4, x8, gevent")
+    parser.add_argument("--stalled", type=int, default=2500, help="crowd: uploads that stall")
+    parser.add_argument("--big", type=int, default=64, help="crowd: maximum-size bodies held one byte short")
+    parser.add_argument("--body-timeout", type=float, default=0,
+                        help="crowd: BODY_TIMEOUT_S for the server (default: the service's)")
+    parser.add_argument("--settle", type=float, default=60.0,
+                        help="crowd: longest wait for the server to drop the crowd before closing it")
     parser.add_argument("--json", action="store_true", help="print every row as JSON too")
     args = parser.parse_args(argv)
     args.scenario = args.scenario or ALL_SCENARIOS
@@ -805,6 +995,9 @@ def main(argv: list[str] | None = None) -> int:
         for worker_class, threads in configs:
             rows.append(slow_clients(worker_class=worker_class, workers=args.workers, threads=threads,
                                      slow=args.slow, seconds=args.seconds))
+    if "crowd" in args.scenario:
+        env = {"BODY_TIMEOUT_S": str(args.body_timeout)} if args.body_timeout else None
+        rows += crowd_faults(stalled=args.stalled, big=args.big, env=env, settle_s=args.settle)
     if "publish" in args.scenario:
         rows += publish_faults()
     print_table(rows)

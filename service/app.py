@@ -17,8 +17,8 @@ from .build import Service, build
 from .config import Settings
 from .errors import ServiceError
 from .fastlane import FastLane
-from .http import attach_service, json_error
-from .routes import admin, docs, read, simple, tfserving, v2, web
+from .http import InMemoryFormRequest, attach_service, json_error
+from .routes import admin, docs, feedback, read, simple, tfserving, v2, web
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ def create_app(service: Service | None = None, *, start: bool = True) -> Flask:
     service = service or build()
     settings = service.settings
     app = Flask(__name__)
+    app.request_class = InMemoryFormRequest  # multipart file parts stay in memory, never in TMPDIR
     # '//' in a path must be a JSON 404 like any unknown path, not an HTML redirect to another route.
     app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
@@ -38,7 +39,7 @@ def create_app(service: Service | None = None, *, start: bool = True) -> Flask:
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_content_length
     attach_service(app, service)
 
-    for blueprint in (simple.bp, read.bp, v2.bp, tfserving.bp, web.bp, admin.bp, docs.bp):
+    for blueprint in (simple.bp, read.bp, v2.bp, tfserving.bp, web.bp, admin.bp, docs.bp, feedback.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     register_security_headers(app, settings)

@@ -1,4 +1,5 @@
-"""The one construction site: settings -> registry -> admin control -> data plane, metrics wired in.
+"""The one construction site: settings -> registry -> admin control -> data plane (+ feedback store),
+metrics wired in.
 
 Everything a worker serves with is built here, once, and handed explicitly to whoever needs it: the
 Flask app (``create_app(service)``), the raw-image fast lane and gunicorn's post-fork hook. Nothing
@@ -13,11 +14,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import metrics
 from .config import Settings, load_settings
 from .control import Control
 from .dataplane import DataPlane
+from .feedback import FeedbackStore
 from .registry import ModelRegistry
 from .repository import VersionPolicy
 
@@ -30,6 +33,7 @@ class Service:
     registry: ModelRegistry
     control: Control
     plane: DataPlane
+    feedback: FeedbackStore | None = None  # users' labelled pictures; None when FEEDBACK_DIR is unset
     _started: bool = field(default=False, init=False)
     _start_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
@@ -54,9 +58,14 @@ def build(settings: Settings | None = None) -> Service:
         default_policy=VersionPolicy.parse(settings.version_policy),
         providers=settings.providers,
         threads=settings.ort_threads(),
+        max_model_bytes=settings.max_model_bytes,
     )
     metrics.connect(registry.events)  # model loads, refusals and unloads -> Prometheus
     # Admin state shared by the workers (RUNTIME_DIR/control.json); reset once per server, here.
     control = Control.for_runtime_dir(registry, settings.runtime_dir)
     control.reset()
-    return Service(settings=settings, registry=registry, control=control, plane=DataPlane(settings, registry))
+    feedback = None
+    if settings.feedback_dir:  # off unless configured: nothing is written by default
+        feedback = FeedbackStore(Path(settings.feedback_dir), settings.feedback_max_bytes)
+    return Service(settings=settings, registry=registry, control=control, plane=DataPlane(settings, registry),
+                   feedback=feedback)

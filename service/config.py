@@ -99,6 +99,18 @@ class Settings:
         "MAX_READ_DIGITS", "Most digits (pieces of ink) POST /read finds in one picture; more get 422.",
         lambda: _int("MAX_READ_DIGITS", 32),
     )
+    max_request_pixels: int = _setting(
+        "MAX_REQUEST_PIXELS", "Most pixels (width x height, summed over its images) one request may "
+        "decode; checked from the headers before decoding. Bounds a request's decode time (~0.1 s per "
+        "16 Mpx) however many small files declare huge images.",
+        lambda: _int("MAX_REQUEST_PIXELS", 4 * 4096 * 4096),
+    )
+    max_model_bytes: int = _setting(
+        "MAX_MODEL_BYTES", "Largest model.onnx loaded; a bigger file is refused (shown in the model's "
+        "status) without being read. Reading and hashing run beside the event loop, but onnxruntime "
+        "holds the GIL while it parses a model (~3 ms per MB), so this also bounds that stall.",
+        lambda: _int("MAX_MODEL_BYTES", 64 * 1024 * 1024),
+    )
     default_top_k: int = _setting(
         "DEFAULT_TOP_K", "How many classes each prediction lists in top_k unless the query says.",
         lambda: _int("DEFAULT_TOP_K", 3),
@@ -120,6 +132,19 @@ class Settings:
         "CORS_ORIGINS", "Origins allowed to call the API from a browser (comma list, '*' for any); "
         "empty = CORS off.",
         lambda: _list("CORS_ORIGINS", ""),
+    )
+    feedback_dir: str = _setting(
+        "FEEDBACK_DIR", "Where POST /v1/models/<name>/feedback stores users' labelled pictures "
+        "(<model>/<label>/<sha256>.<ext> + feedback.jsonl); empty turns feedback off (404).",
+        lambda: _env("FEEDBACK_DIR", ""),
+    )
+    feedback_max_bytes: int = _setting(
+        "FEEDBACK_MAX_BYTES", "Quota for the whole feedback store in bytes; when full, feedback gets 507.",
+        lambda: _int("FEEDBACK_MAX_BYTES", 1024 * 1024 * 1024),
+    )
+    feedback_token: str = _setting(
+        "FEEDBACK_TOKEN", "Bearer token required to send feedback; empty = anyone who can reach the page.",
+        lambda: _env("FEEDBACK_TOKEN", ""),
     )
     log_level: str = _setting(
         "LOG_LEVEL", "Log level: DEBUG, INFO, WARNING, ERROR.",
@@ -143,6 +168,41 @@ class Settings:
         "THREADS", "Threads per gunicorn worker (gthread).",
         lambda: _int("THREADS", 1),
     )
+    worker_connections: int = _setting(
+        "WORKER_CONNECTIONS", "gevent workers: most connections one worker holds open (idle keep-alive, "
+        "uploading, waiting, in progress); past it the worker stops accepting. 0 = derived: a quarter of "
+        "the worker's share of the memory limit at 64 KiB a connection, within 1,000-10,000 and the "
+        "open-files limit. Enough that a crowd of stalled uploads (dropped after BODY_TIMEOUT_S) leaves "
+        "room for health probes and real clients.",
+        lambda: _int("WORKER_CONNECTIONS", 0),
+    )
+    worker_requests_in_progress: int = _setting(
+        "WORKER_REQUESTS_IN_PROGRESS", "gevent workers: most requests one worker works on at once (body "
+        "read, being answered); later ones wait in arrival order, up to ADMISSION_WAIT_S, then get 503 "
+        "with Retry-After. 0 = derived: a quarter of the worker's share of the memory limit at 16 MiB a "
+        "request, within max(4, BATCH_MAX_SIZE)-64. Health checks never wait.",
+        lambda: _int("WORKER_REQUESTS_IN_PROGRESS", 0),
+    )
+    worker_body_bytes: int = _setting(
+        "WORKER_BODY_BYTES", "gevent workers: most bytes of request bodies one worker holds at once "
+        "(declared Content-Length, or MAX_CONTENT_LENGTH for a chunked body, reserved before reading); "
+        "later bodies wait in arrival order, up to ADMISSION_WAIT_S, then get 503 with Retry-After. "
+        "0 = derived: a quarter of the worker's share of the memory limit, within 1-8 x "
+        "MAX_CONTENT_LENGTH.",
+        lambda: _int("WORKER_BODY_BYTES", 0),
+    )
+    admission_wait_s: float = _setting(
+        "ADMISSION_WAIT_S", "gevent workers: longest a request waits for its turn (WORKER_BODY_BYTES, "
+        "WORKER_REQUESTS_IN_PROGRESS) before it gets 503 with Retry-After.",
+        lambda: _float("ADMISSION_WAIT_S", 5.0),
+    )
+    body_timeout_s: float = _setting(
+        "BODY_TIMEOUT_S", "gevent workers: a request body must arrive whole within this many seconds of "
+        "its turn to be read, or the upload is answered 408 and its connection closed (a stalled or "
+        "trickled upload cannot hold memory or a connection for longer). Sync workers are bounded by "
+        "gunicorn's 30 s worker timeout instead.",
+        lambda: _float("BODY_TIMEOUT_S", 30.0),
+    )
     host: str = _setting("HOST", "Address gunicorn binds to.", lambda: _env("HOST", "0.0.0.0"))
     port: int = _setting("PORT", "Port gunicorn binds to.", lambda: _int("PORT", 8000))
     grpc_port: int = _setting(
@@ -160,6 +220,28 @@ class Settings:
     def worker_count(self) -> int:
         return self.workers if self.workers > 0 else available_cpus()
 
+    def worker_memory_share(self) -> int:
+        """Bytes of the memory limit (container, else physical) that fall to one worker."""
+        return memory_limit() // max(1, self.worker_count())
+
+    def worker_connection_limit(self) -> int:
+        if self.worker_connections > 0:
+            return self.worker_connections
+        derived = min(max(self.worker_memory_share() // 4 // (64 * 1024), 1000), 10_000)
+        return max(100, min(derived, open_files_limit() - 100))
+
+    def worker_request_limit(self) -> int:
+        if self.worker_requests_in_progress > 0:
+            return self.worker_requests_in_progress
+        floor = max(4, self.batch_max_size)
+        return max(floor, min(self.worker_memory_share() // 4 // (16 * 1024 * 1024), 64))
+
+    def worker_body_limit(self) -> int:
+        if self.worker_body_bytes > 0:
+            return self.worker_body_bytes
+        one = self.max_content_length + 1  # a chunked body is read up to the limit + 1 byte
+        return min(max(self.worker_memory_share() // 4, one), 8 * one)
+
 
 def available_cpus() -> int:
     """Cores this process may really use: the CPU affinity mask, capped by a cgroup v2 quota.
@@ -175,6 +257,32 @@ def available_cpus() -> int:
     except (OSError, ValueError):
         pass
     return max(1, cpus)
+
+
+def memory_limit() -> int:
+    """Bytes this process may use: the cgroup memory limit (v2 ``memory.max``, v1
+    ``memory.limit_in_bytes``) when there is one, capped by the machine's physical memory.
+
+    The per-worker budgets are derived from it, so that a pod with a 1 GiB limit does not budget for
+    the node's 64 GiB.
+    """
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            raw = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if raw.isdigit():  # "max" (v2) means no limit; v1 says "no limit" with a huge number
+            return min(int(raw), physical)
+    return physical
+
+
+def open_files_limit() -> int:
+    """The soft RLIMIT_NOFILE: every connection costs a descriptor."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
 def load_settings() -> Settings:

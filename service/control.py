@@ -39,7 +39,7 @@ from .errors import Unavailable
 from .model_status import require_served
 from .poller import RepositoryPoller
 from .registry import ModelRegistry
-from .repository import atomic_write_bytes
+from .repository import atomic_write_bytes, read_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ LOCK_FILE = "control.lock"
 ACK_FOLDER = "control-acks"
 CHECK_INTERVAL_S = 0.25
 WAIT_S = 10.0  # longest an admin call waits for the other workers to confirm
+STATE_MAX_BYTES = 1024 * 1024  # control.json lists model names; an ack file holds one number
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,11 @@ class Control:
     def read(self) -> ControlState:
         """The current shared state (empty when there is no file yet)."""
         try:
-            raw = self.path.read_bytes()
+            raw = read_regular_file(self.path, STATE_MAX_BYTES)
         except FileNotFoundError:
+            return ControlState()
+        except OSError as exc:  # a FIFO or a folder put there: never block or crash the poller on it
+            log.error("%s is unreadable (%s); treating it as empty", self.path, exc)
             return ControlState()
         try:
             return ControlState.from_json(raw)
@@ -221,14 +225,14 @@ class Control:
         except FileNotFoundError:
             return {}
         for entry in entries:
-            if not entry.name.isdigit():
+            if not (entry.name.isascii() and entry.name.isdigit()):
                 continue
             pid = int(entry.name)
             if not _sibling(pid):  # a worker that died (or a pid reused since): forget it
                 Path(entry.path).unlink(missing_ok=True)
                 continue
             try:
-                acks[pid] = int(Path(entry.path).read_bytes() or b"-1")
+                acks[pid] = int(read_regular_file(Path(entry.path), 64) or b"-1")
             except (OSError, ValueError):
                 acks[pid] = -1
         return acks

@@ -16,9 +16,10 @@ import numpy as np
 from .batching import Batcher
 from .config import Settings
 from .contract import FEATURES, IMAGE_INPUT_NAME, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
-from .errors import BadRequest, ServiceError, Unprocessable
+from .errors import BadRequest, Unprocessable
 from .items import check_item_count
 from .model_status import model_status
+from .pictures import batch as pictures
 from .pictures.decode import decode_image
 from .pictures.normalise import batch_to_model_input
 from .pictures.segment import TooManyPieces, candidates, choose, segment_number
@@ -104,23 +105,13 @@ class DataPlane:
         return self.pictures_to_batch(blobs, mode, where=where)
 
     def pictures_to_batch(self, blobs: list[bytes], mode: str, *, where: str | None = None) -> np.ndarray:
-        """``images_to_batch`` once the preprocessing mode is known: decode each picture, normalise all."""
-        grays = []
-        for index, blob in enumerate(blobs):
-            try:
-                grays.append(decode_image(blob, max_pixels=self.settings.max_image_pixels))
-            except ServiceError as exc:
-                if where is not None:
-                    raise type(exc)(f"{where} element {index}: {exc.message}", exc.status) from None
-                if len(blobs) > 1:
-                    exc.message = f"image {index}: {exc.message}"
-                raise
-        try:
-            return batch_to_model_input(grays, mode)
-        except ServiceError as exc:
-            if where is None:
-                raise
-            raise type(exc)(f"{where}: {exc.message}", exc.status) from None
+        """``images_to_batch`` once the preprocessing mode is known: decode and normalise the pictures one
+        at a time, within the request's pixel budget (MAX_REQUEST_PIXELS; service/pictures/batch.py)."""
+        return pictures.pictures_to_batch(
+            blobs, mode, max_pixels=self.settings.max_image_pixels,
+            max_request_pixels=self.settings.max_request_pixels,
+            describe=(lambda index: f"{where} element {index}") if where is not None else None,
+        )
 
     # -- inference -------------------------------------------------------------------------------
 
@@ -188,7 +179,7 @@ class DataPlane:
         if not all(len(label) == 1 for label in model.labels):
             raise BadRequest(f"model '{model.name}' does not classify digits (its labels are not single "
                              "characters); read numbers with a digit model such as mnist")
-        gray = decode_image(picture, max_pixels=self.settings.max_image_pixels)
+        gray = decode_image(picture, max_pixels=min(self.settings.max_image_pixels, self.settings.max_request_pixels))
         limit = self.settings.max_read_digits
         try:
             places = segment_number(gray, max_pieces=limit)

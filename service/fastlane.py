@@ -61,7 +61,9 @@ class FastLane:
         if not (ctype.startswith("image/") or ctype.startswith("application/octet-stream")):
             return None
         length = environ.get("CONTENT_LENGTH", "")
-        if not length.isdigit() or int(length) > self.limit or (self.cors and "HTTP_ORIGIN" in environ):
+        if not (length.isascii() and length.isdigit()) or int(length) > self.limit:
+            return None
+        if self.cors and "HTTP_ORIGIN" in environ:
             return None
         path = environ.get("PATH_INFO", "")
         if path == "/predict":

@@ -72,11 +72,30 @@ def _shared_runtime_dir() -> str:
 
 _runtime_dir = _shared_runtime_dir()
 
+
+def _plain_server_header() -> None:
+    """Send ``Server: mnist-serving`` rather than ``Server: gunicorn``: the header names the product,
+    not the stack under it (gunicorn writes it on every response, its own 400s included)."""
+    from gunicorn.http import wsgi
+
+    from service.dataplane import SERVER_NAME
+
+    wsgi.SERVER = SERVER_NAME
+
+
+_plain_server_header()
+
 wsgi_app = "service.wsgi:app"
 bind = [f"{_settings.host}:{_settings.port}"]
 workers = _settings.worker_count()
 threads = _settings.threads
 worker_class = _settings.worker_class
+if worker_class == "gevent":  # gunicorn's, accepting a burst of connections in a few passes
+    worker_class = "service.gevent_worker.GeventWorker"
+# gevent: connections one worker holds (chosen from memory and the open-files limit, see
+# WORKER_CONNECTIONS) -- gunicorn's 1,000 let 2,500 stalled uploads shut health probes out.
+worker_connections = _settings.worker_connection_limit()
+_GEVENT = _settings.worker_class == "gevent"
 # Import Flask, numpy, Pillow and onnxruntime once in the master; workers share those pages.
 preload_app = True
 keepalive = 5
@@ -127,6 +146,16 @@ def when_ready(server) -> None:
     server.stop = stop_and_refuse
 
 
+if _GEVENT:
+    from gevent import getcurrent as _current_greenlet
+
+    from service.admission import next_poll, requests_by_greenlet
+else:
+    requests_by_greenlet: dict = {}
+
+    def _current_greenlet() -> None:
+        return None
+
 def pre_request(worker, req) -> None:
     """Close, after answering, any connection whose body the app may refuse without reading it.
 
@@ -134,23 +163,31 @@ def pre_request(worker, req) -> None:
     and discard all of it (50 MB, or an endless chunked stream) before the next request. Chunked
     bodies have no declared size, so their connections are not reused either.
     """
+    if _GEVENT:
+        requests_by_greenlet[_current_greenlet()] = req  # so Admission can close the connection
     for name, value in req.headers:
-        too_long = name == "CONTENT-LENGTH" and value.isdigit() and int(value) > _settings.max_content_length
+        too_long = (name == "CONTENT-LENGTH" and value.isascii() and value.isdigit()
+                    and int(value) > _settings.max_content_length)
         if too_long or (name == "TRANSFER-ENCODING" and "chunked" in value.lower()):
             req.must_close = True
 
 
 def post_request(worker, req, environ, resp) -> None:
-    """gevent workers: let the other connections' greenlets run before this one reads its next request.
+    """gevent workers: before reading its next request, a connection waits for the hub's next poll.
 
     A kept-alive connection whose next request is already buffered would otherwise be served again at
-    once, round after round, while other connections wait: p99 of seconds at 8+ busy connections.
-    One cooperative yield per request makes the worker take connections in turn.
+    once, round after round, while other connections wait. ``sleep(0)`` is not enough: it queues the
+    greenlet as a hub *callback*, and the hub runs callbacks queued while it runs callbacks in the same
+    pass (until 50 have run and 5 ms have passed), so the busy connections kept cycling there while
+    connections whose requests came in through the poll -- and the listening socket, i.e. connections
+    not yet accepted -- waited: at 64 connections some connections got a tenth of the answers of
+    others and the first requests of late-accepted ones waited seconds. A timer that is already due fires only after the
+    next poll, so each pass of the loop serves every connection with a request waiting once, accepts
+    new ones, and goes round again: round-robin service.
     """
-    if _settings.worker_class == "gevent":
-        import gevent
-
-        gevent.sleep(0)
+    requests_by_greenlet.pop(_current_greenlet(), None)
+    if _GEVENT:
+        next_poll()
 
 
 def pre_fork(server, worker) -> None:
@@ -176,6 +213,8 @@ def post_worker_init(worker) -> None:
     """Create onnxruntime sessions in the worker, after fork; warm-up runs before it takes requests.
 
     With GRPC_PORT set, start the worker's gRPC server on the same service (service/grpc/server.py).
+    gevent workers also get their budgets (service/admission.py): bodies read within a byte budget
+    and BODY_TIMEOUT_S, a bounded number of requests in progress, health checks ahead of everything.
     """
     from service.http import service_of
 
@@ -187,6 +226,10 @@ def post_worker_init(worker) -> None:
 
             server = grpc_server.start(service.plane, service.control, service.settings)
             worker.grpc_stopped = grpc_server.stop_when(server, lambda: not worker.alive, graceful_timeout / 2)
+        if _GEVENT:
+            from service.admission import Admission
+
+            worker.wsgi = Admission(worker.wsgi, _settings)
 
 
 def worker_exit(server, worker) -> None:

@@ -6,13 +6,15 @@ through ``current_service()`` / ``dataplane()`` here, the only place that knows 
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import orjson
-from flask import Flask, Response, current_app, request
+from flask import Flask, Request, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from .budgets import check_json_counts
 from .errors import BadRequest, UnsupportedMediaType
 
 if TYPE_CHECKING:
@@ -35,6 +37,20 @@ def service_of(app: object) -> Service | None:
 
 def current_service() -> Service:
     return current_app.extensions[_EXTENSION]
+
+
+class InMemoryFormRequest(Request):
+    """Flask's request, except that multipart file parts are kept in memory.
+
+    werkzeug spools every file part over 500 KB to TMPDIR, which in our containers is the small memory
+    volume that also holds metrics files and the admin state: uploads could fill it (500s, and a new
+    metric series then crashed a worker with SIGBUS). In memory, a body's parts are bounded by
+    MAX_CONTENT_LENGTH like any other body.
+    """
+
+    def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
+                         filename: str | None = None, content_length: int | None = None) -> IO[bytes]:
+        return io.BytesIO()
 
 
 def dataplane() -> DataPlane:
@@ -91,9 +107,12 @@ def json_body(data: bytes | None = None) -> JsonBody:
     ``numbers_only`` is read off the raw text in a few C-speed scans: a body like
     ``{"instances": [[...], ...]}`` with no other quote and no ``true``/``false``/``null`` can only
     hold numbers and lists, so the per-value type check of 50,000 pixels can be skipped safely.
+    Before parsing, the text is bounded in lists, objects and values by MAX_BATCH_ITEMS
+    (service/budgets.py), so orjson never builds millions of objects.
     """
     if data is None:
         data = json_bytes()
+    check_json_counts(data, dataplane().settings.max_batch_items)
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

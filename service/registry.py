@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .blocking import run_blocking
 from .errors import NotFound, Unavailable
 from .repository import (
     CARD_FILE,
@@ -40,7 +41,7 @@ from .repository import (
     valid_model_name,
     version_dir,
 )
-from .runtime import LoadedModel, ModelLoadError, load_version
+from .runtime import DEFAULT_MAX_MODEL_BYTES, LoadedModel, ModelLoadError, load_version, onnxruntime
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class ModelRegistry:
     providers: tuple[str, ...]
     threads: int
     events: RegistryEvents = field(default_factory=RegistryEvents)
+    max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
 
     def __post_init__(self) -> None:
         self.repository = Path(self.repository)
@@ -136,12 +138,14 @@ class ModelRegistry:
     # -- changing (background thread or admin call) ------------------------------------------------
 
     def sync(self) -> None:
-        """Bring the served table in line with the repository. Safe to call from any thread."""
+        """Bring the served table in line with the repository. Safe to call from any thread.
+
+        The file system work and model loading run through ``run_blocking``: under gevent in a native
+        thread, so the worker keeps answering requests (health checks too) while a scan or load is slow.
+        """
         with self._lock:
             try:
-                if not self.repository.is_dir():
-                    raise FileNotFoundError(f"{self.repository} is not a folder")
-                names = list_models(self.repository)
+                names = run_blocking(_scan_repository, self.repository)
             except OSError as exc:
                 if not self._repository_trouble:
                     log.error("model repository unreadable (%s); keeping what is served", exc)
@@ -190,8 +194,8 @@ class ModelRegistry:
 
     def _sync_model(self, name: str, seen: set[tuple[str, int]]) -> dict[int, LoadedModel]:
         try:
-            policy = read_policy(self.repository, name) or self.default_policy
-            available = list_versions(self.repository, name)
+            policy, available = run_blocking(_scan_model, self.repository, name)
+            policy = policy or self.default_policy
         except (PolicyError, OSError) as exc:
             if self._trouble.get(name) != str(exc):  # once per distinct problem, not every poll
                 log.error("model %s: %s; keeping the versions it had", name, exc)
@@ -218,14 +222,16 @@ class ModelRegistry:
         key = (name, version)
         known = self._known.get(key)
         try:
-            fingerprint = _fingerprint(folder)
+            fingerprint = run_blocking(_fingerprint, folder)
         except OSError as exc:
             reason = f"files unreadable: {exc.strerror or exc}"
             return self._refuse(key, known, (), reason)
         if known and known.fingerprint == fingerprint:
             return known.model
         try:
-            model = load_version(name, version, folder, providers=self.providers, threads=self.threads)
+            onnxruntime()  # imported here, not in the native thread: imports take (patched) locks
+            model = run_blocking(load_version, name, version, folder, providers=self.providers,
+                                 threads=self.threads, max_model_bytes=self.max_model_bytes)
         except ModelLoadError as exc:
             return self._refuse(key, known, fingerprint, str(exc))
         except Exception as exc:  # anything else from reading odd files is a refusal too, not a crash
@@ -265,6 +271,17 @@ class ModelRegistry:
             raise NotFound(f"'{name[:64]}' is not a valid model name")
         if name not in list_models(self.repository):
             raise NotFound(f"model '{name}' is not in the repository")
+
+
+def _scan_repository(repository: Path) -> list[str]:
+    if not repository.is_dir():
+        raise FileNotFoundError(f"{repository} is not a folder")
+    return list_models(repository)
+
+
+def _scan_model(repository: Path, name: str) -> tuple[VersionPolicy | None, list[int]]:
+    """The model's own serving policy (None: the default applies) and its published versions."""
+    return read_policy(repository, name), list_versions(repository, name)
 
 
 def _exists(folder: Path) -> bool:

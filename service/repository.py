@@ -13,9 +13,11 @@ Layout rules:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +26,10 @@ MODEL_FILE = "model.onnx"
 CARD_FILE = "model.json"
 POLICY_FILE = "serving.json"
 TEMP_PREFIX = ".tmp-"
+POLICY_MAX_BYTES = 64 * 1024  # a serving.json is a few dozen bytes
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# \Z, not $: '$' also matches before a trailing newline, so "mnist\n" would pass as a name.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
 
 class PolicyError(ValueError):
@@ -34,7 +38,7 @@ class PolicyError(ValueError):
 
 def valid_model_name(name: str) -> bool:
     """True for names that are safe as one path component (no '..', '/', hidden or empty names)."""
-    return bool(_NAME_RE.match(name)) and ".." not in name
+    return isinstance(name, str) and bool(_NAME_RE.match(name)) and ".." not in name
 
 
 def parse_version(text: str) -> int | None:
@@ -123,7 +127,7 @@ def read_policy(repo: Path, name: str) -> VersionPolicy | None:
     """The model's own serving policy from serving.json, or None when it has none."""
     path = Path(repo) / name / POLICY_FILE
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path, POLICY_MAX_BYTES)
     except FileNotFoundError:
         return None
     try:
@@ -138,14 +142,55 @@ def write_policy(repo: Path, name: str, policy: VersionPolicy | None) -> None:
     if policy is None:
         path.unlink(missing_ok=True)
         return
-    atomic_write_bytes(path, json.dumps(policy.to_json(), indent=2).encode() + b"\n")
+    # 0644: a server running under another uid than the publisher must be able to read it (mkstemp's
+    # 0600 made it ignore a rollback and, after a restart, answer 404 while claiming to be ready).
+    atomic_write_bytes(path, json.dumps(policy.to_json(), indent=2).encode() + b"\n", mode=0o644)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write beside the target, fsync, then rename over it, so no reader ever sees half a file."""
+class FileTooLarge(OSError):
+    """A file over the size its reader allows; ``size`` and ``limit`` say by how much."""
+
+    def __init__(self, name: str, size: int, limit: int) -> None:
+        super().__init__(errno.EFBIG, f"{name} is {size} bytes, more than the {limit} allowed")
+        self.size, self.limit = size, limit
+
+
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``max_bytes``; OSError otherwise.
+
+    Opened non-blocking and checked with fstat on the open descriptor, so a FIFO (which a plain
+    ``open`` would wait on forever), a device or a folder put where a file belongs is refused at once,
+    and a huge file is refused without being read. Error messages name the file, never its path.
+    """
+    path = Path(path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, f"{path.name} is not a regular file")
+        if info.st_size > max_bytes:
+            raise FileTooLarge(path.name, info.st_size, max_bytes)
+        with os.fdopen(fd, "rb") as fh:
+            fd = -1  # the file object owns it now
+            data = fh.read(info.st_size + 1)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if len(data) > info.st_size:  # written to while we read it (publishers rename whole files in)
+        raise OSError(errno.EAGAIN, f"{path.name} changed while it was read")
+    return data
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write beside the target, fsync, then rename over it, so no reader ever sees half a file.
+
+    ``mode`` sets the file's permissions (default: mkstemp's 0600, readable by its owner only).
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

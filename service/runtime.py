@@ -22,11 +22,11 @@ if TYPE_CHECKING:
     import onnxruntime as ort
 
 from .contract import FEATURES, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
-from .repository import CARD_FILE, MODEL_FILE
+from .repository import CARD_FILE, MODEL_FILE, FileTooLarge, read_regular_file
 
 log = logging.getLogger(__name__)
 
-
+CARD_MAX_BYTES = 1024 * 1024  # a model card is a few KB of JSON
 
 class ModelLoadError(Exception):
     """A version that must not be served, with the reason operators will see."""
@@ -44,11 +44,13 @@ class ModelCard:
     @classmethod
     def read(cls, path: Path) -> ModelCard:
         try:
-            raw = json.loads(path.read_bytes())
+            raw = json.loads(read_regular_file(path, CARD_MAX_BYTES))
         except FileNotFoundError as exc:
             raise ModelLoadError(f"{CARD_FILE} is missing") from exc
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"{CARD_FILE} is unreadable or not JSON: {exc}") from exc
+        except OSError as exc:  # strerror only: str(exc) carries the absolute path, which clients see
+            raise ModelLoadError(f"{CARD_FILE} is unreadable: {exc.strerror or type(exc).__name__}") from exc
+        except ValueError as exc:
+            raise ModelLoadError(f"{CARD_FILE} is not JSON: {exc}") from exc
         if not isinstance(raw, dict):
             raise ModelLoadError(f"{CARD_FILE} must be a JSON object")
         labels = raw.get("labels") or [str(i) for i in range(NUM_CLASSES)]
@@ -124,16 +126,28 @@ def session_options(threads: int) -> ort.SessionOptions:
     return opts
 
 
+DEFAULT_MAX_MODEL_BYTES = 64 * 1024 * 1024
+
+
 def load_version(
-    name: str, version: int, folder: Path, *, providers: tuple[str, ...], threads: int
+    name: str, version: int, folder: Path, *, providers: tuple[str, ...], threads: int,
+    max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES,
 ) -> LoadedModel:
-    """Load and validate one version folder; raise ModelLoadError with the reason if it is unfit."""
+    """Load and validate one version folder; raise ModelLoadError with the reason if it is unfit.
+
+    Blocking (file reads, hashing, session creation, warm-up): the registry runs it in a native thread
+    under gevent (service/blocking.py). ``max_model_bytes`` (MAX_MODEL_BYTES) caps model.onnx, checked
+    before a byte of it is read.
+    """
     start = time.perf_counter()
     card = ModelCard.read(folder / CARD_FILE)
     try:
-        blob = (folder / MODEL_FILE).read_bytes()
+        blob = read_regular_file(folder / MODEL_FILE, max_model_bytes)
+    except FileTooLarge as exc:
+        raise ModelLoadError(f"{MODEL_FILE} is {exc.size} bytes, over the limit of {exc.limit} "
+                             "(MAX_MODEL_BYTES)") from exc
     except OSError as exc:
-        raise ModelLoadError(f"{MODEL_FILE} is unreadable: {exc.strerror or exc}") from exc
+        raise ModelLoadError(f"{MODEL_FILE} is unreadable: {exc.strerror or type(exc).__name__}") from exc
     digest = hashlib.sha256(blob).hexdigest()
     if digest != card.sha256:
         raise ModelLoadError(f"{MODEL_FILE} sha256 {digest[:12]}… does not match {CARD_FILE} (incomplete or altered)")

@@ -10,11 +10,25 @@ import base64
 import io
 import struct
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import requests
 from PIL import Image
+
+from bench.bounds import (
+    chunky_png,
+    comment_gif,
+    comment_jpeg,
+    empty_lists_json,
+    json_images,
+    multipart_files,
+    tfserving_b64,
+    v2_binary_bytes,
+    v2_empty_lists,
+    webp_bomb,
+)
 
 from .support import bar_png
 
@@ -74,8 +88,22 @@ def deep(levels: int) -> bytes:
 
 GOOD = bar_png()
 FP32 = {"name": "input", "datatype": "FP32", "shape": [1, 784], "data": ROW}
+BOMB = webp_bomb()  # ~700 bytes declaring 4096x4096: 200 of them are 3.3 G pixels
 
-MATRIX: list[tuple[str, str, str, dict, int]] = [
+
+def body(pair: tuple[bytes, dict[str, str]]) -> dict:
+    data, headers = pair
+    return {"data": data, "headers": headers}
+
+
+def json_raw(data: bytes) -> dict:
+    return raw(data, "application/json")
+
+
+# Big payloads (32 MiB) are built when their row runs, not when the module is imported.
+Lazy = dict | Callable[[], dict]
+
+MATRIX: list[tuple[str, str, str, Lazy, int]] = [
     ("empty body", "POST", "/predict", raw(b""), 400),
     ("missing content type", "POST", "/predict", raw(GOOD, None), 415),
     ("wrong content type", "POST", "/predict", raw(GOOD, "text/plain"), 415),
@@ -114,6 +142,26 @@ MATRIX: list[tuple[str, str, str, dict, int]] = [
     ("too many instances", "POST", "/predict", {"json": {"instances": [[0]] * 4097}}, 413),
     ("deeply nested arrays", "POST", "/predict", raw(deep(100_000), "application/json"), 400),
     ("50 MB body", "POST", "/predict", raw(b"\x00" * (50 * 1024 * 1024)), 413),
+    # Request-level budgets (issue 17): refused before the work, not after it.
+    ("WebP bomb x200 as V2 binary BYTES", "POST", "/v2/models/mnist/infer",
+     lambda: body(v2_binary_bytes([BOMB] * 200)), 413),
+    ("WebP bomb x200 as multipart files", "POST", "/predict", lambda: body(multipart_files([BOMB] * 200)), 413),
+    ("WebP bomb x200 as JSON images", "POST", "/predict", lambda: json_raw(json_images([BOMB] * 200)), 413),
+    ("WebP bomb x200 as TF-Serving b64", "POST", "/v1/models/mnist:predict",
+     lambda: json_raw(tfserving_b64([BOMB] * 200)), 413),
+    ("32 MiB of empty instance lists", "POST", "/predict", lambda: json_raw(empty_lists_json()), 413),
+    ("32 MiB of empty instance lists, TF-Serving", "POST", "/v1/models/mnist:predict",
+     lambda: json_raw(empty_lists_json()), 413),
+    ("32 MiB of empty lists in V2 data", "POST", "/v2/models/mnist/infer", lambda: json_raw(v2_empty_lists()), 413),
+    ("1 MiB of empty objects", "POST", "/predict",
+     raw(b'{"instances": [' + b"{}," * 349_000 + b"{}]}", "application/json"), 413),
+    ("PNG with 2.8 million empty chunks", "POST", "/predict", lambda: raw(chunky_png(colour=0)), 413),
+    ("RGB PNG with 2.8 million empty chunks", "POST", "/predict", lambda: raw(chunky_png(colour=2)), 413),
+    ("GIF with 11 million empty comments", "POST", "/predict", lambda: raw(comment_gif(), "image/gif"), 413),
+    ("JPEG with 8 million empty comments", "POST", "/predict", lambda: raw(comment_jpeg(), "image/jpeg"), 413),
+    ("V2 header length in superscript digits", "POST", "/v2/models/mnist/infer",
+     {"data": b"{}", "headers": {"Inference-Header-Content-Length": "\xb2", "Content-Type": "application/json"}},
+     400),
     ("V2 unknown input name", "POST", "/v2/models/mnist/infer", v2([{**FP32, "name": "pixels"}]), 400),
     ("V2 wrong datatype", "POST", "/v2/models/mnist/infer", v2([{**FP32, "datatype": "INT64"}]), 400),
     ("V2 shape/data mismatch", "POST", "/v2/models/mnist/infer", v2([{**FP32, "shape": [2, 784]}]), 400),
@@ -136,6 +184,8 @@ MATRIX: list[tuple[str, str, str, dict, int]] = [
      {"headers": {"Authorization": "Bearer wrong"}}, 401),
     ("admin load with ../ name", "POST", "/v2/repository/models/..%2Fsecrets/load",
      {"headers": {"Authorization": "Bearer test-admin-token"}}, 404),
+    ("admin load of a name with a trailing newline", "POST", "/v2/repository/models/mnist%0A/load",
+     {"headers": {"Authorization": "Bearer test-admin-token"}}, 400),
 ]
 
 def bar_pixels() -> np.ndarray:
@@ -169,7 +219,8 @@ def matrix_responses(server) -> dict[str, requests.Response | Exception]:
     responses: dict[str, requests.Response | Exception] = {}
     for kind, method, path, kwargs, _ in MATRIX:
         try:
-            responses[kind] = requests.request(method, server.url + path, timeout=60, **kwargs)
+            sent = kwargs() if callable(kwargs) else kwargs  # large bodies are built when sent
+            responses[kind] = requests.request(method, server.url + path, timeout=60, **sent)
         except requests.RequestException as exc:  # reported by that row's test, not by all of them
             responses[kind] = exc
     return responses

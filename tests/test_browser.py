@@ -430,3 +430,65 @@ def test_number_mode_reads_a_written_number_and_a_photo(ui: UI, server: Gunicorn
     expect(page.locator("#pad")).to_be_visible()
     expect(page.locator("#number-card")).to_be_hidden()
     ui.assert_clean(allowed=EXPECTED_4XX)
+
+
+# ---- Feedback: "Wrong? It is:" buttons ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def feedback_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GunicornServer, Path]]:
+    """A second server, with FEEDBACK_DIR set (the session server has feedback off)."""
+    folder = tmp_path_factory.mktemp("feedback-server")
+    store = folder / "store"
+    with GunicornServer(env={"FEEDBACK_DIR": str(store)}, log_path=folder / "gunicorn.log") as srv:
+        yield srv, store
+
+
+def test_feedback_buttons_are_hidden_when_feedback_is_off(ui: UI) -> None:
+    from playwright.sync_api import expect
+
+    ui.draw_one()
+    expect(ui.page.locator("#prediction")).to_have_text("1")
+    expect(ui.page.locator("#feedback")).to_be_hidden()
+    ui.assert_clean()
+
+
+def test_feedback_buttons_send_the_drawn_and_the_uploaded_picture(chromium, feedback_server, mnist_test,
+                                                                  tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    server, store = feedback_server
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        ui = UI(context.new_page(), server).open()
+        page = ui.page
+        expect(page.locator("#feedback")).to_be_hidden()  # nothing predicted yet
+        ui.draw_one()
+        expect(page.locator("#prediction")).to_have_text("1")
+        feedback = page.locator("#feedback")
+        expect(feedback).to_be_visible()
+        expect(feedback).to_contain_text("Wrong? It is:")
+        expect(feedback.get_by_role("button")).to_have_count(10)
+        feedback.get_by_role("button", name="It is 7", exact=False).click()
+        expect(page.locator("#feedback-status")).to_have_text(re.compile(r"^Thanks: saved as 7"))
+        drawn = list((store / "mnist" / "7").glob("*.png"))
+        assert len(drawn) == 1
+        assert Image.open(drawn[0]).size == (SIDE, SIDE)  # the pad's own PNG, as the page sent it
+        feedback.get_by_role("button", name="It is 7", exact=False).click()  # twice: stored once
+        expect(page.locator("#feedback-status")).to_have_text(re.compile(r"^Already saved as 7"))
+        screenshot(page, "feedback-drawn.png")
+
+        images, _ = mnist_test
+        upload = tmp_path / "three.png"
+        Image.fromarray(images[18]).save(upload)
+        page.locator("#files").set_input_files([str(upload)])
+        expect(page.locator("#source")).to_have_text("three.png")
+        feedback.get_by_role("button", name="It is 3", exact=False).click()
+        expect(page.locator("#feedback-status")).to_have_text(re.compile(r"^Thanks: saved as 3"))
+        (stored,) = list((store / "mnist" / "3").iterdir())
+        assert stored.read_bytes() == upload.read_bytes()  # the user's file, byte for byte
+        lines = (store / "mnist" / "feedback.jsonl").read_text().splitlines()
+        assert len(lines) == 2
+        ui.assert_clean()
+    finally:
+        context.close()

@@ -114,3 +114,17 @@ def test_good_publish_after_faults_is_served(publish_rows):
     assert row["publish_exit"] == 0, row["publish_error"]
     assert row["new_version_served"]
     assert row["failed"] == 0, row["codes"]
+
+
+def test_crowd_of_stalled_uploads_is_dropped_and_health_answers_meanwhile():
+    """bench/faults.py's crowd row, small: 200 stalled uploads, BODY_TIMEOUT_S=2."""
+    if load_settings().worker_class != "gevent":
+        pytest.skip("the body timeout is the gevent worker's")
+    row = faults.crowd(kind="crowd: 200 uploads stalled after 3 body bytes", count=200, hold_s=1.0,
+                       env={"BODY_TIMEOUT_S": "2"}, settle_s=20)
+    print(faults.row_line(row))
+    assert row["live"]["ok"] == row["live"]["sent"] > 0 and row["live"]["max_ms"] < 1000, row["live"]
+    assert row["predict"]["ok"] == row["predict"]["sent"] > 0, row["predict"]
+    assert set(row["codes"]) == {"408"}, row["codes"]  # every stalled upload answered and dropped
+    assert row["all_dropped_after_s"] < 10
+    assert row["worker_pids_kept"] and row["healthy"]

@@ -238,7 +238,7 @@ def test_misbehaving_repository_never_breaks_serving(tmp_path):
             # 2. serving.json that cannot be read at all
             policy.unlink()
             policy.mkdir()
-            wait_for(lambda: logged("Is a directory") >= WORKERS, timeout=10)
+            wait_for(lambda: logged("serving.json is not a regular file") >= WORKERS, timeout=10)
             assert set(fresh_versions(predict, 10, body)) == {"2"}
             policy.rmdir()
 

@@ -113,13 +113,23 @@ def test_deployment_probes_security_and_resources() -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == dockerfile_uid() != 0
 
-    # The only writable path is an emptyDir on /tmp (RUNTIME_DIR, with the metrics, lives there).
+    # The only writable paths are emptyDirs: /tmp, and RUNTIME_DIR (metrics, admin state) on a volume of
+    # its own, so that temporary files cannot fill it.
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
+    assert_runtime_dir_has_its_own_volume(mounts, volumes, by_kind("ConfigMap")["data"]["RUNTIME_DIR"])
 
     # Graceful stop: the pod gets longer than preStop + gunicorn's graceful timeout.
     assert pod["terminationGracePeriodSeconds"] >= 25
+
+
+def assert_runtime_dir_has_its_own_volume(mounts: dict[str, str], volumes: dict[str, dict],
+                                          runtime_dir: str) -> None:
+    assert runtime_dir in mounts, f"RUNTIME_DIR {runtime_dir} is not a mount of its own"
+    assert mounts[runtime_dir] != mounts.get("/tmp")
+    volume = volumes[mounts[runtime_dir]]["emptyDir"]
+    assert volume.get("sizeLimit")
 
 
 def test_configmap_feeds_the_deployment_with_known_settings() -> None:
@@ -353,6 +363,9 @@ def test_kserve_inference_service_valid_against_the_kserve_sdk_models() -> None:
     assert [p["containerPort"] for p in container["ports"]] == [8000]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert {e["name"] for e in container.get("env", [])} <= SETTINGS_ENV
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert_runtime_dir_has_its_own_volume({m["mountPath"]: m["name"] for m in container["volumeMounts"]},
+                                          {v["name"]: v for v in predictor["volumes"]}, env["RUNTIME_DIR"])
 
 
 BROKEN_ISVC = {
@@ -422,6 +435,10 @@ def test_compose_file() -> None:
     assert any(str(port).endswith("8000") for port in app["ports"])
     assert set(app["environment"]) <= SETTINGS_ENV
     assert app["read_only"] is True and any(t.startswith("/tmp") for t in app["tmpfs"])
+    # RUNTIME_DIR (the image's default) on a tmpfs of its own, which temporary files cannot fill.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    runtime_dir = re.search(r"RUNTIME_DIR=(\S+)", dockerfile[dockerfile.index("AS runtime"):]).group(1)
+    assert any(t.split(":")[0] == runtime_dir for t in app["tmpfs"])
     assert "/v2/health/ready" in " ".join(app["healthcheck"]["test"])
 
     prometheus = services["prometheus"]

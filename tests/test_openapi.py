@@ -118,7 +118,8 @@ def test_docs_page_loads_its_assets_from_this_server(server):
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
     """A server of its own: the admin API is exercised too (it unloads and loads models)."""
     root = tmp_path_factory.mktemp("schemathesis")
-    env = {"ADMIN_TOKEN": ADMIN_TOKEN, "RUNTIME_DIR": str(root / "runtime"), "LOG_LEVEL": "WARNING"}
+    env = {"ADMIN_TOKEN": ADMIN_TOKEN, "RUNTIME_DIR": str(root / "runtime"), "LOG_LEVEL": "WARNING",
+           "FEEDBACK_DIR": str(root / "feedback")}  # the feedback route is fuzzed switched on
     with GunicornServer(MODELS, env=env, workers=2, log_path=root / "gunicorn.log") as srv:
         yield srv
 

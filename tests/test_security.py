@@ -222,8 +222,10 @@ def cors_server(tmp_path_factory):
         yield srv
 
 
-@pytest.mark.parametrize("path", ["/predict", "/v2/models/mnist/infer", "/v1/models/mnist:predict"])
+@pytest.mark.parametrize("path", ["/predict", "/v2/models/mnist/infer", "/v1/models/mnist:predict",
+                                  "/v2/repository/index", "/v2/repository/models/mnist/load"])
 def test_cors_preflight_for_an_allowed_origin(cors_server, path):
+    """Preflights carry no credentials, so admin routes answer them before asking for the token."""
     response = requests.options(cors_server.url + path,
                                 headers={"Origin": "https://app.example", **PREFLIGHT}, timeout=5)
     assert response.status_code == 200

@@ -23,7 +23,7 @@ from training.export import CARD_KEY, ExportError, check_parity
 pytestmark = pytest.mark.slow
 
 REQUIRED_KEYS = {"name", "version", "created", "description", "dataset", "labels", "input", "output"}
-REQUIRED_KEYS |= {"preprocessing", "training", "metrics", "parity", "libraries", "onnx"}
+REQUIRED_KEYS |= {"preprocessing", "training", "metrics", "parity", "libraries", "onnx", "data_sources", "gate"}
 VERSION_FILES = ["confusion_matrix.png", "learning_curves.png", "metrics.json", "model.json", "model.onnx"]
 
 

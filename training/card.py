@@ -51,6 +51,8 @@ def model_card(
     seconds_per_epoch: float,
     metrics: dict,
     parity: dict,
+    sources: list[dict] | None = None,
+    gate: dict | None = None,
     created: datetime | None = None,
 ) -> dict:
     """The card without ``onnx.sha256`` (it is embedded in the ONNX file, which cannot hash itself)."""
@@ -95,6 +97,10 @@ def model_card(
             "per_class_accuracy": metrics["per_class_accuracy"],
         },
         "parity": parity,
+        # Every data source with counts per class, a hash of its file list and its accuracy; the
+        # publish gate's comparison with the version served before (``forced``: published anyway).
+        "data_sources": sources or [],
+        "gate": gate or {},
         "libraries": library_versions(),
         "onnx": {"opset": 17, "file": "model.onnx"},
     }

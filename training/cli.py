@@ -1,7 +1,9 @@
 """Command line: ``python -m training [train] [options]``, ``promote`` and ``rollback``.
 
 Exit status: 0 success; 1 refused (parity gate failed, accuracy below ``--min-accuracy``, nothing to
-roll back to); 2 bad data or bad usage. Expected failures print one line to stderr, never a traceback.
+roll back to); 2 bad data or bad usage; 3 the publish gate refused: the new model is worse than the
+version the repository serves (``training/gate.py``), nothing published. Expected failures print one
+line to stderr, never a traceback.
 
 TensorFlow is imported only on the train path, after the data has been read, so ``promote``,
 ``rollback`` and a bad ``--data`` folder answer instantly.
@@ -18,6 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
+from service.contract import FEATURES, NUM_CLASSES
 from training.config import ACTIVATIONS, DISTRIBUTE, LOSSES, LR_SCHEDULES, OPTIMIZERS, TrainConfig
 from training.data import DATASETS, DatasetError, load_dataset
 
@@ -60,6 +65,28 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     )
     data.add_argument("--limit-train", type=_positive, metavar="N", help="train on the first N images only")
     data.add_argument("--limit-test", type=_positive, metavar="N", help="test on the first N images only")
+    data.add_argument(
+        "--extra-data",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="own labelled pictures: one sub-folder per label, any format the service reads "
+        "(repeatable; e.g. the feedback store FEEDBACK_DIR/mnist)",
+    )
+    data.add_argument(
+        "--holdout",
+        type=_fraction,
+        default=d.holdout,
+        help="share of each --extra-data folder held out for evaluation, chosen by sha256 (default 0.2)",
+    )
+    data.add_argument(
+        "--oversample",
+        type=_positive,
+        metavar="N",
+        default=None,
+        help="repeat each own picture N times per epoch (default: so they are about a tenth of the data, "
+        "at most 50)",
+    )
 
     model = p.add_argument_group("model")
     model.add_argument(
@@ -101,6 +128,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="random shifts/rotations/zoom in the input pipeline (never in the exported model)",
     )
     fit.add_argument("--seed", type=int, default=d.seed)
+    fit.add_argument(
+        "--init-from",
+        metavar="VERSION_DIR",
+        default=None,
+        help="start from a published version's weights (e.g. models/mnist/1): fine-tuning",
+    )
 
     dist = p.add_argument_group("distribution")
     dist.add_argument("--distribute", choices=DISTRIBUTE, default=d.distribute)
@@ -120,6 +153,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     out.add_argument("--name", help="model name in the repository (default: the dataset name)")
     out.add_argument(
         "--min-accuracy", type=float, default=0.0, help="refuse to publish below this test accuracy"
+    )
+    out.add_argument(
+        "--force",
+        action="store_true",
+        help="publish even when the gate finds the new model worse than the served one (recorded in the card)",
     )
     # Tests only: corrupt the exported ONNX weights to prove the parity gate refuses it.
     out.add_argument("--perturb-onnx", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -148,7 +186,10 @@ def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     names = TrainConfig.__dataclass_fields__
-    return TrainConfig(**{key: value for key, value in vars(args).items() if key in names})
+    values = {key: value for key, value in vars(args).items() if key in names}
+    if "extra_data" in values:
+        values["extra_data"] = tuple(values["extra_data"])
+    return TrainConfig(**values)
 
 
 def _prog() -> str:
@@ -197,10 +238,73 @@ def _move_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _expected_shapes(hidden: tuple[int, ...]) -> list[tuple[int, ...]]:
+    sizes = [FEATURES, *hidden, NUM_CLASSES]
+    shapes: list[tuple[int, ...]] = []
+    for a, b in zip(sizes, sizes[1:], strict=False):
+        shapes += [(a, b), (b,)]
+    return shapes
+
+
+def _read_extra(config: TrainConfig, labels: list[str], mode: str) -> list:
+    """Every --extra-data folder through the service's decoding and normalisation; says what it skipped."""
+    from training.extra_data import load_extra
+
+    sources = []
+    for folder in config.extra_data:
+        try:
+            source = load_extra(folder, labels, mode, config.holdout)
+        except FileNotFoundError as exc:
+            raise DatasetError(f"--extra-data {exc}") from exc
+        print(
+            f"extra data {folder}: {len(source.y_train)} for training, {len(source.y_holdout)} held out, "
+            f"{len(source.skipped)} skipped, {source.conflicts} conflicting labels"
+        )
+        for line in source.skipped:
+            print(f"  skipped {line}")
+        sources.append(source)
+    return sources
+
+
+def _per_class(y: np.ndarray, labels: list[str]) -> dict[str, int]:
+    counts = np.bincount(y, minlength=len(labels))
+    return {label: int(n) for label, n in zip(labels, counts, strict=True)}
+
+
+def _dataset_source(dataset, accuracy: float) -> dict:
+    import hashlib
+
+    listing = "".join(f"{name}\t{digest}\n" for name, digest in sorted(dataset.files.items()))
+    return {
+        "kind": "dataset",
+        "name": dataset.name,
+        "source": dataset.source,
+        "train_per_class": _per_class(dataset.y_train, dataset.labels),
+        "test_per_class": _per_class(dataset.y_test, dataset.labels),
+        "files_sha256": hashlib.sha256(listing.encode()).hexdigest(),
+        "test_accuracy": accuracy,
+    }
+
+
 def _train(args: argparse.Namespace, command: str) -> int:
     config = config_from_args(args)
     dataset = load_dataset(config.dataset, config.data)  # before TensorFlow: bad data fails fast
     dataset = dataset.limit(config.limit_train, config.limit_test)
+    mode = "mnist" if dataset.name == "mnist" else "fashion"  # what the service does for this model
+    extra = _read_extra(config, dataset.labels, mode)
+    init_weights = None
+    if config.init_from:
+        from training.init_from import check_shapes, read_dense_weights, version_onnx
+
+        onnx_path = version_onnx(config.init_from)
+        init_weights = read_dense_weights(onnx_path)
+        check_shapes(init_weights, _expected_shapes(config.hidden), Path(config.init_from))
+        print(f"starting from the weights of {onnx_path}")
+    from training.extra_data import oversample_factor
+
+    repeats = oversample_factor(config.oversample, sum(len(s.y_train) for s in extra), len(dataset.y_train))
+    if extra:
+        print(f"own pictures are repeated {repeats} times per epoch (--oversample)")
     if config.cpu_devices:
         from training.distribute import configure_cpu_devices
 
@@ -213,7 +317,9 @@ def _train(args: argparse.Namespace, command: str) -> int:
     from training.publish import PublishError, publish, repository_path
     from training.train import train
 
-    result = train(config, dataset)
+    result = train(
+        config, dataset, extra=[(s.x_train, s.y_train) for s in extra], repeats=repeats, init_weights=init_weights
+    )
     matrix = report.confusion_matrix(dataset.y_test, result.test_probabilities.argmax(axis=1))
     metrics = report.metrics(
         result.history, result.epoch_seconds, result.test_loss, result.test_accuracy, matrix, dataset.labels
@@ -250,6 +356,30 @@ def _train(args: argparse.Namespace, command: str) -> int:
         )
 
     name = args.name or dataset.name
+    repo = repository_path(args.repository)
+
+    # The publish gate: not worse than what the repository serves, on the test set and own pictures.
+    from training.gate import EXIT_GATE, TEST_TOLERANCE, EvalSet, evaluate, table
+
+    sets = [EvalSet("test", result.x_test, dataset.y_test, TEST_TOLERANCE)]
+    sets += [EvalSet(f"holdout {s.folder}", s.x_holdout, s.y_holdout, 0.0) for s in extra if len(s.y_holdout)]
+    gate = evaluate(proto.SerializeToString(), sets, repo, name)
+    print(table(gate))
+    gate_record = {**gate.as_dict(), "forced": bool(args.force and not gate.passed)}
+    if not gate.passed:
+        if not args.force:
+            print(f"refused by the publish gate: {gate.reason}; nothing published (--force publishes anyway)",
+                  file=sys.stderr)
+            return EXIT_GATE
+        print(f"--force: publishing although the gate refused ({gate.reason}); the card says so")
+    sources = [_dataset_source(dataset, result.test_accuracy)]
+    scored = {row["set"]: row["new"] for row in gate.rows}
+    for source in extra:
+        held_out = scored.get(f"holdout {source.folder}")
+        sources.append({**source.describe(), "oversample": repeats, "holdout_accuracy": held_out})
+    metrics["data_sources"] = sources
+    metrics["gate"] = gate_record
+    files["metrics.json"] = report.metrics_json(metrics)
 
     def render(version: int) -> dict[str, bytes]:
         card = model_card(
@@ -262,6 +392,8 @@ def _train(args: argparse.Namespace, command: str) -> int:
             seconds_per_epoch=result.seconds_per_epoch,
             metrics=metrics,
             parity=parity,
+            sources=sources,
+            gate=gate_record,
         )
         onnx_bytes = with_card(proto, card)
         check_parity(onnx_bytes, result.x_test, result.test_probabilities)  # the exact bytes published
@@ -269,7 +401,7 @@ def _train(args: argparse.Namespace, command: str) -> int:
         return {"model.onnx": onnx_bytes, "model.json": json.dumps(card, indent=2).encode() + b"\n", **files}
 
     try:
-        version, path = publish(repository_path(args.repository), name, render)
+        version, path = publish(repo, name, render)
     except (PublishError, ExportError) as exc:
         raise RefusedError(f"nothing published: {exc}") from exc
     print(f"published {name} version {version} -> {path}")

@@ -39,9 +39,14 @@ class TrainConfig:
     limit_test: int | None = None
     distribute: str = "none"
     cpu_devices: int | None = None
+    extra_data: tuple[str, ...] = ()  # folders of own labelled pictures, one sub-folder per class
+    holdout: float = 0.2  # share of each extra folder held out for evaluation (by sha256)
+    oversample: int | None = None  # repeats of each own picture per epoch; None = about 1/10 of the data
+    init_from: str | None = None  # a published version folder whose weights training starts from
 
     def as_dict(self) -> dict:
         """JSON-ready options for the model card (tuples become lists)."""
         options = asdict(self)
         options["hidden"] = list(self.hidden)
+        options["extra_data"] = list(self.extra_data)
         return options

@@ -7,6 +7,7 @@ evaluation never depend on how training was distributed.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import keras
@@ -68,7 +69,28 @@ def split_validation(x: np.ndarray, y: np.ndarray, fraction: float):
     return (x[:cut], y[:cut]), (x[cut:], y[cut:])
 
 
-def train(config: TrainConfig, dataset: Dataset, verbose: int = 2) -> TrainResult:
+def with_extra(
+    x: np.ndarray, y: np.ndarray, extra: Sequence[tuple[np.ndarray, np.ndarray]], repeats: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training rows plus every own picture ``repeats`` times (the shuffle mixes them in)."""
+    if not extra or not any(len(ey) for _, ey in extra):
+        return x, y
+    xs = [x, *(np.repeat(ex, repeats, axis=0) for ex, _ in extra)]
+    ys = [y, *(np.repeat(ey, repeats, axis=0) for _, ey in extra)]
+    return np.concatenate(xs).astype(np.float32), np.concatenate(ys)
+
+
+def train(
+    config: TrainConfig,
+    dataset: Dataset,
+    verbose: int = 2,
+    *,
+    extra: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+    repeats: int = 1,
+    init_weights: list[np.ndarray] | None = None,
+) -> TrainResult:
+    """Fit on ``dataset`` (plus ``extra`` own pictures, float rows, each ``repeats`` times), starting
+    from ``init_weights`` when fine-tuning."""
     strategy = make_strategy(config.distribute)  # first: multi-worker must start before other TF ops
     seed_everything(config.seed)
     replicas = strategy.num_replicas_in_sync
@@ -76,6 +98,7 @@ def train(config: TrainConfig, dataset: Dataset, verbose: int = 2) -> TrainResul
 
     x_train, x_test = preprocess(dataset.x_train), preprocess(dataset.x_test)
     (x_fit, y_fit), validation = split_validation(x_train, dataset.y_train, config.validation_split)
+    x_fit, y_fit = with_extra(x_fit, y_fit, extra, repeats)  # validation stays the dataset's own
     steps_per_epoch = -(-len(x_fit) // global_batch)
     train_ds = pipeline.train_dataset(x_fit, y_fit, global_batch, seed=config.seed, augment=config.augment)
     val_ds = pipeline.eval_dataset(*validation, global_batch) if validation else None
@@ -93,6 +116,8 @@ def train(config: TrainConfig, dataset: Dataset, verbose: int = 2) -> TrainResul
         )
     with strategy.scope():  # variables are created on (mirrored across) every replica
         model = build_model(config, steps_per_epoch)
+        if init_weights is not None:
+            model.set_weights(init_weights)
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             patch_for_multi_worker(model)
         history = model.fit(

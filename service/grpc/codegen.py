@@ -12,6 +12,7 @@ module.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,14 +23,20 @@ GENERATED = ("grpc_predict_v2_pb2.py", "grpc_predict_v2_pb2.pyi", "grpc_predict_
 
 def generate(out_dir: Path) -> list[Path]:
     """Compile the proto into ``out_dir`` (mirroring service/grpc/ there); the generated files' paths."""
-    from grpc_tools import protoc  # dev extra only
+    import importlib.util
 
+    spec = importlib.util.find_spec("grpc_tools")  # dev extra only
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("grpc_tools is not installed (the dev extra has it)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    include = Path(protoc.__file__).parent / "_proto"
-    args = ["protoc", f"-I{ROOT}", f"-I{include}", f"--python_out={out_dir}", f"--pyi_out={out_dir}",
-            f"--grpc_python_out={out_dir}", str(ROOT / PROTO)]
-    if protoc.main(args) != 0:
-        raise RuntimeError(f"protoc failed on {PROTO}")
+    include = Path(spec.submodule_search_locations[0]) / "_proto"
+    # protoc runs in its own process: in a process that has already loaded protobuf messages and started
+    # threads (a test run), grpc_tools' in-process compiler can crash the interpreter.
+    args = [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT}", f"-I{include}", f"--python_out={out_dir}",
+            f"--pyi_out={out_dir}", f"--grpc_python_out={out_dir}", str(ROOT / PROTO)]
+    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"protoc failed on {PROTO}: {result.stderr.strip()}")
     return [out_dir / "service" / "grpc" / name for name in GENERATED]
 
 

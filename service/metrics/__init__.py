@@ -4,6 +4,7 @@
 * ``tally``: the request path's writer (updates added up in memory, written every 0.1 s);
 * ``hooks``: where requests are observed (Flask's request hooks and the fast lane's WSGI call);
 * ``lifecycle``: model loads, refusals and unloads, from the registry's events;
+* ``feedback``: pictures users label (``POST /v1/models/<name>/feedback``);
 * ``exposition``: ``GET /metrics`` and gunicorn's dead-worker cleanup.
 
 Callers use the names re-exported here.
@@ -11,6 +12,7 @@ Callers use the names re-exported here.
 
 from .definitions import MULTIPROCESS, refusal_category
 from .exposition import exposition, mark_process_dead
+from .feedback import feedback_refused, feedback_stored
 from .hooks import instrument, observe_request, served_model
 from .lifecycle import connect, model_loaded, model_refused, model_unloaded
 from .tally import TALLY, Tally, record_request
@@ -21,6 +23,8 @@ __all__ = [
     "Tally",
     "connect",
     "exposition",
+    "feedback_refused",
+    "feedback_stored",
     "instrument",
     "mark_process_dead",
     "model_loaded",

@@ -28,6 +28,10 @@ Metric names (all prefixed ``mnist_``):
 * ``mnist_model_loads_total{model}``, ``mnist_model_load_refusals_total{model,reason}``,
   ``mnist_model_unloads_total{model}`` counters
 * ``mnist_model_loaded{model,version,pid}`` gauge, 1 per live worker for each version it serves
+* ``mnist_feedback_total{model,label}`` counter, pictures newly stored as feedback;
+  ``mnist_feedback_duplicates_total{model}`` (already stored, nothing written),
+  ``mnist_feedback_conflicts_total{model}`` (stored under a second label),
+  ``mnist_feedback_refusals_total{reason}`` (off, token, model, label, picture, full)
 """
 
 from __future__ import annotations
@@ -75,6 +79,14 @@ MODEL_LOADED = Gauge(
     "mnist_model_loaded", "1 for each model version a live worker serves (one series per worker pid).",
     ["model", "version"], multiprocess_mode="liveall",
 )
+FEEDBACK = Counter("mnist_feedback", "Pictures newly stored as feedback.", ["model", "label"])
+FEEDBACK_DUPLICATES = Counter(
+    "mnist_feedback_duplicates", "Feedback pictures already stored under that label.", ["model"],
+)
+FEEDBACK_CONFLICTS = Counter(
+    "mnist_feedback_conflicts", "Feedback pictures stored under a second, different label.", ["model"],
+)
+FEEDBACK_REFUSALS = Counter("mnist_feedback_refusals", "Feedback refused, by reason.", ["reason"])
 
 # Refusal messages (runtime.load_version, registry) -> a few stable categories, first match wins.
 REFUSAL_CATEGORIES = (

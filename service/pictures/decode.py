@@ -63,6 +63,21 @@ _FAST_PNG_MAX_PIXELS = 256 * 256
 # Ancillary chunks that change what the pixels mean (transparency, orientation, animation): the slow
 # path handles those. Every other ancillary chunk (gamma, text, physical size, ...) is irrelevant here.
 _FAST_PNG_SLOW_CHUNKS = frozenset((b"tRNS", b"eXIf", b"acTL", b"fcTL", b"fdAT", b"sBIT"))
+# Most chunks a PNG may have. Real files have a handful plus their IDAT chunks (8 KiB each from libpng:
+# 4,096 fill a 32 MiB body), but 2.8 million empty ancillary chunks also fit in 32 MiB, and walking them
+# took Pillow 7 s; past this many (~40 ms of walking) the file is refused before Pillow sees it.
+MAX_PNG_CHUNKS = 65536
+_FAST_PNG_MAX_CHUNKS = 1024  # the fast path's small pictures have a handful
+# Most steps (segments, fill or junk bytes) before a JPEG's first scan. Real files have a few dozen
+# segments (a few hundred with a split ICC profile); Pillow walks them one Python call at a time, and a
+# 32 MiB file of empty comment segments took it 80 s.
+MAX_JPEG_SEGMENTS = 4096
+_JPEG_SOS = 0xDA
+# Most short blocks (extensions, sub-blocks under 255 bytes, stray bytes) a GIF may have. Pillow walks a
+# GIF's blocks one Python call at a time (to find frames), and 4 MiB of empty comment extensions took it
+# 2 s; full 255-byte data sub-blocks are not counted (a body holds too few of them to matter).
+MAX_GIF_BLOCKS = 4096
+_JPEG_NO_LENGTH = frozenset((0x01, *range(0xD0, 0xD9)))  # TEM, RSTn, SOI, EOI: markers without a segment
 
 _EXIF_ORIENTATION = 0x0112
 _ROTATED = frozenset(range(2, 9))  # EXIF orientations other than 1 (upright)
@@ -100,6 +115,12 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
 
 
 # --- format detection -------------------------------------------------------------------------------
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The picture format of ``data`` from its magic bytes (PNG, JPEG, ...), or None: for callers that
+    keep the original file (the feedback store names it by format, never by the client's word)."""
+    return _sniff_format(data)
 
 
 def _sniff_format(data: bytes) -> str | None:
@@ -159,7 +180,9 @@ def _png_image_data(data: bytes) -> list[memoryview] | None:
     pos = 8
     parts: list[memoryview] = []
     end = len(data)
-    while pos + 12 <= end:
+    for _ in range(_FAST_PNG_MAX_CHUNKS):
+        if pos + 12 > end:
+            return None  # no IEND: truncated
         length, kind = struct.unpack_from(">I4s", data, pos)
         chunk_end = pos + 12 + length
         if chunk_end > end:
@@ -175,7 +198,81 @@ def _png_image_data(data: bytes) -> list[memoryview] | None:
             # transparency/orientation/animation, or an unknown critical chunk (uppercase first letter)
             return None
         pos = chunk_end
-    return None  # no IEND: truncated
+    return None  # more chunks than a small picture has: the slow path counts them (and may refuse)
+
+
+def _check_png_chunk_count(data: bytes) -> None:
+    """Refuse a PNG with more than MAX_PNG_CHUNKS chunks before Pillow walks them one by one.
+
+    Only the lengths are read (no CRCs), so this costs a fraction of Pillow's own walk.
+    """
+    pos, end = 8, len(data)
+    for _ in range(MAX_PNG_CHUNKS):
+        if pos + 12 > end or data[pos + 4 : pos + 8] == b"IEND":
+            return
+        pos += 12 + struct.unpack_from(">I", data, pos)[0]
+    if pos + 12 <= end:
+        raise _too_many_chunks()
+
+
+def _check_jpeg_segment_count(data: bytes) -> None:
+    """Refuse a JPEG whose header part (before the first scan) takes more than MAX_JPEG_SEGMENTS steps.
+
+    Counts what Pillow's own header loop would step through: segments, 0xFF fill bytes and junk bytes
+    between segments, each one step. Past the first scan, libjpeg (C) reads the rest.
+    """
+    pos, end = 2, len(data)
+    for _ in range(MAX_JPEG_SEGMENTS):
+        if pos + 4 > end:
+            return  # truncated: Pillow reports it
+        if data[pos] != 0xFF or data[pos + 1] == 0xFF:  # junk, or a fill byte before a marker
+            pos += 1
+            continue
+        marker = data[pos + 1]
+        if marker == _JPEG_SOS:
+            return
+        pos += 2 if marker in _JPEG_NO_LENGTH else 2 + struct.unpack_from(">H", data, pos + 2)[0]
+    raise PayloadTooLarge(
+        f"the JPEG file has more than {MAX_JPEG_SEGMENTS} segments before its image data (a fixed limit; "
+        "real JPEG files have a few dozen): re-save it with an ordinary encoder"
+    )
+
+
+def _check_gif_block_count(data: bytes) -> None:
+    """Refuse a GIF with more than MAX_GIF_BLOCKS short blocks, counted the way Pillow steps through them
+    (extension and image blocks, their sub-blocks, and stray bytes between blocks, one step each)."""
+    end = len(data)
+    pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)  # header, screen, global colours
+    steps = 0
+    while pos < end and steps <= MAX_GIF_BLOCKS:
+        kind = data[pos]
+        if kind == 0x3B:  # trailer
+            return
+        steps += 1
+        if kind == 0x21:  # extension: introducer, label, sub-blocks
+            pos += 2
+        elif kind == 0x2C and pos + 10 <= end:  # image: descriptor, local colours, LZW size, sub-blocks
+            flags = data[pos + 9]
+            pos += 11 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+        else:  # a stray byte, which Pillow skips
+            pos += 1
+            continue
+        while pos < end and (size := data[pos]) and steps <= MAX_GIF_BLOCKS:
+            steps += size < 255
+            pos += 1 + size
+        pos += 1
+    if steps > MAX_GIF_BLOCKS:
+        raise PayloadTooLarge(
+            f"the GIF file has more than {MAX_GIF_BLOCKS} blocks (a fixed limit; a single-frame GIF has a "
+            "handful): re-save it with an ordinary encoder"
+        )
+
+
+def _too_many_chunks() -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the PNG file has more than {MAX_PNG_CHUNKS} chunks (a fixed limit; real PNG files have a few "
+        "dozen): re-save it with an ordinary encoder"
+    )
 
 
 # --- slow path: Pillow -----------------------------------------------------------------------------
@@ -184,6 +281,12 @@ def _png_image_data(data: bytes) -> list[memoryview] | None:
 def _decode_with_pillow(data: bytes, fmt: str, max_pixels: int) -> np.ndarray:
     """Open lazily, check size and frame count, then decode and convert to grayscale."""
     _require_trailer(data, fmt)
+    if fmt == "PNG":
+        _check_png_chunk_count(data)
+    elif fmt == "JPEG":
+        _check_jpeg_segment_count(data)
+    elif fmt == "GIF":
+        _check_gif_block_count(data)
     with warnings.catch_warnings():
         # Warnings about a client's broken file ("Truncated File Read", "Corrupt EXIF data", ...) are
         # noise in our log; the client gets an error or a best-effort decode instead. Pillow's

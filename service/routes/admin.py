@@ -37,6 +37,11 @@ def control() -> Control:
 
 @bp.before_request
 def require_token() -> Response | None:
+    if request.method == "OPTIONS":
+        # A CORS preflight carries no credentials by design: answer it (Flask's automatic OPTIONS, plus
+        # the CORS headers when CORS_ORIGINS allows the origin) so the real request can follow with its
+        # token; it changes nothing and reveals only the allowed methods.
+        return None
     token = dataplane().settings.admin_token
     if not token:
         return json_error("the admin API is off: start the server with ADMIN_TOKEN set to enable it", 403)

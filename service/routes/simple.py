@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from flask import Blueprint, Response, g, request
+from werkzeug.datastructures import FileStorage
 
 from ..codecs.b64 import decode_base64
 from ..codecs.tensors import instances_from_json, instances_to_batch
@@ -73,7 +74,15 @@ def multipart_files(plane: DataPlane) -> list[bytes]:
     if not files:
         raise BadRequest("the multipart body has no file parts; attach one or more images")
     plane.check_items(len(files))
-    return [f.read() for f in files]
+    return [_read_and_close(f) for f in files]
+
+
+def _read_and_close(part: FileStorage) -> bytes:
+    """The part's bytes; its buffer is freed at once, so a body is not held twice until the end."""
+    try:
+        return part.read()
+    finally:
+        part.close()
 
 
 def json_batch(plane: DataPlane, model: LoadedModel, preprocess: str | None) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, request
 
+from ..budgets import check_json_counts
 from ..codecs.v2 import decode_infer_request, encode_infer_response
 from ..contract import INPUT_NAME
 from ..dataplane import Timings
@@ -57,8 +58,10 @@ def infer(name: str, version: str | None = None) -> Response:
     header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
     g.timings = timings = Timings()  # read by the metrics and request log hook
     mode = plane.preprocess_mode(model, request.args.get("preprocess"))  # refused before any decoding
+    body = read_body()
+    check_json_counts(body, plane.settings.max_batch_items, end=header_length)  # before orjson sees it
     infer_request = decode_infer_request(
-        read_body(),
+        body,
         header_length=header_length,
         input_name=INPUT_NAME,
         max_items=plane.settings.max_batch_items,
@@ -81,6 +84,7 @@ def infer(name: str, version: str | None = None) -> Response:
 def parse_header_length(raw: str | None) -> int | None:
     if raw is None:
         return None
-    if not raw.strip().isdigit():
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit():  # str.isdigit alone says yes to '²', which int() refuses
         raise BadRequest(f"{HEADER_LENGTH} must be a non-negative integer, got '{raw[:32]}'")
     return int(raw)

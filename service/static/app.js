@@ -1,7 +1,8 @@
 // The web page: draw or upload images, send them to the public API, show what the model thinks.
 // Plain ES2020, no dependencies, no build step. The page is a client like any other: it only uses
 // GET /v1/models (or V2 metadata), POST /v1/models/<name>/predict (one digit per picture) and
-// POST /v1/models/<name>/read (a number: the string and a box per digit, "number" mode).
+// POST /v1/models/<name>/read (a number: the string and a box per digit, "number" mode). feedback.js adds
+// the "Wrong? It is:" buttons under each prediction (POST /v1/models/<name>/feedback).
 "use strict";
 
 (() => {
@@ -199,7 +200,7 @@
     }
     clearError();
     selectUpload(null);
-    showPrediction(answer.body.predictions[0], answer, "your drawing");
+    showPrediction(answer.body.predictions[0], answer, "your drawing", blob);
   }
 
   // ---- Uploads --------------------------------------------------------------------------------
@@ -296,7 +297,7 @@
     item.select = () => {
       if (!item.prediction) return;
       selectUpload(item);
-      showPrediction(item.prediction, item.answer, item.file.name || "uploaded image");
+      showPrediction(item.prediction, item.answer, item.file.name || "uploaded image", item.file);
     };
     button.addEventListener("click", item.select);
     return item;
@@ -394,7 +395,12 @@
     return `${value === 0 || value === 100 ? value.toFixed(0) : value.toFixed(1)}%`;
   }
 
-  function showPrediction(prediction, answer, sourceName) {
+  // Tells feedback.js (the "Wrong? It is:" buttons) which picture the shown prediction is about.
+  function announce(detail) {
+    document.dispatchEvent(new CustomEvent("prediction-shown", { detail }));
+  }
+
+  function showPrediction(prediction, answer, sourceName, picture) {
     const model = state.models.find((m) => m.name === answer.body.model_name) || currentModel();
     el.prediction.textContent = prediction.label;
     el.prediction.classList.remove("idle");
@@ -405,6 +411,10 @@
     const probabilities = new Array(model.labels.length).fill(0);
     for (const entry of prediction.top_k) probabilities[entry.index] = entry.probability;
     renderBars(model.labels, probabilities, prediction.index);
+    announce({
+      model: answer.body.model_name, version: answer.body.model_version, labels: model.labels,
+      predicted: prediction.label, picture,
+    });
   }
 
   function showIdle(message = "Draw something or upload an image.") {
@@ -415,6 +425,7 @@
     el.latency.textContent = "–";
     el.source.textContent = "–";
     renderBars(currentModel() ? currentModel().labels : [], null);
+    announce(null);
   }
 
   function renderBars(labels, probabilities, best = -1) {

@@ -1,0 +1,273 @@
+"""Per-worker budgets for a gevent worker: bodies read first, within a byte budget and a deadline, then a
+bounded number of requests worked on at once, every wait in arrival order; health checks skip all of it.
+
+A gevent worker holds thousands of connections in one process. Without bounds, a crowd of slow or big
+uploads costs the worker its memory (64 bodies of 32 MiB held one byte short: 2 GB) or its connections
+(2,500 uploads that stall after 3 bytes: the health probe's connection is never accepted). So, per
+worker (``Admission`` wraps the WSGI app in each worker; ``service/gunicorn.conf.py`` installs it):
+
+1. ``GET /v2/health/live`` and ``/v2/health/ready`` go straight to the app: they have no body and must
+   answer however busy the worker is.
+2. A request's declared body size (Content-Length; MAX_CONTENT_LENGTH + 1 for a chunked body) is
+   reserved from ``WORKER_BODY_BYTES`` before a byte is read; an eighth of it is kept for small
+   bodies (a quarter of that eighth at most). When it does not fit, the request waits (arrival order
+   among those that fit) for up to ADMISSION_WAIT_S, then gets 503 with ``Retry-After``.
+3. The body is read whole, within BODY_TIMEOUT_S; a stalled or trickled upload gets 408 and its
+   connection is closed. A body that is already in gunicorn's read buffer (every small request) is
+   taken without arming a timer, so the common case pays nothing for the deadline. Large bodies are
+   read a MiB at a time, the worker's other connections running in between.
+4. Only then does the request take one of ``WORKER_REQUESTS_IN_PROGRESS`` slots (FIFO, same bounded
+   wait), so uploads in progress, however many, never keep a complete request from being answered.
+
+Bodies over MAX_CONTENT_LENGTH are passed on unread: the app answers 413 without reading them.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import deque
+from collections.abc import Callable, Iterable
+
+import gevent
+import orjson
+from gevent.event import Event
+from gevent.hub import Waiter
+
+from .config import Settings
+
+HEALTH_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
+RETRY_AFTER_S = "1"
+# This share of WORKER_BODY_BYTES is kept for small bodies (at most a quarter of that share each: 8 MiB
+# of a 256 MiB budget): the digits, drawings and batches most clients send still get in while large
+# bodies fill the rest.
+SMALL_BODY_SHARE = 8
+# Bodies larger than this are read piece by piece, letting the worker's other connections (health
+# checks among them) run between pieces instead of waiting for 32 MiB to be copied in.
+READ_PIECE = 1 << 20
+
+WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+
+# gunicorn's request of each greenlet, set by gunicorn.conf.py's pre_request hook and dropped by its
+# post_request hook: the only handle through which a WSGI app can make gunicorn close the connection
+# (a "Connection: close" response header is dropped as hop-by-hop).
+requests_by_greenlet: dict[object, object] = {}
+
+
+class BodyTimeout(Exception):
+    """The body did not arrive within BODY_TIMEOUT_S."""
+
+
+class _Waiter:
+    __slots__ = ("cost", "granted", "event")
+
+    def __init__(self, cost: int) -> None:
+        self.cost = cost
+        self.granted = False
+        self.event = Event()
+
+
+class QueuedBudget:
+    """``capacity`` units (request slots, body bytes) handed out in arrival order among those that fit.
+
+    Units freed go to the earliest waiter that fits in them, and a request that fits beside what is in
+    use goes ahead at once. For slots (one unit each) that is plain FIFO. For bytes it keeps a big body
+    that waits for room (say, behind bodies held one byte short until BODY_TIMEOUT_S) from holding up
+    every small request behind it; the big one is served as soon as room frees, or refused after
+    ADMISSION_WAIT_S. Greenlet-safe (a worker has one thread).
+    """
+
+    def __init__(self, capacity: int, reserve: int = 0, small: int = 0) -> None:
+        self.capacity = max(1, capacity)
+        self.reserve = min(reserve, self.capacity // 2)
+        self.small = small
+        self.used = 0
+        self.waiters: deque[_Waiter] = deque()
+
+    def room(self, cost: int) -> int:
+        """Units a request of ``cost`` may use: requests larger than ``small`` leave the last
+        ``reserve`` units to small ones, so bodies held open at the maximum size cannot take the room
+        a digit needs."""
+        return self.capacity - (self.reserve if cost > self.small else 0)
+
+    def fits(self, cost: int) -> bool:
+        return self.used + cost <= self.room(cost)
+
+    def acquire(self, cost: int, timeout: float) -> int | None:
+        """The units taken (``cost``, at most its room), or None when the wait ran out."""
+        cost = min(cost, self.room(cost))
+        if self.fits(cost):
+            self.used += cost
+            return cost
+        if timeout <= 0:
+            return None
+        waiter = _Waiter(cost)
+        self.waiters.append(waiter)
+        waiter.event.wait(timeout)
+        if waiter.granted:
+            return cost
+        self.waiters.remove(waiter)
+        return None
+
+    def release(self, taken: int) -> None:
+        self.used -= taken
+        self._grant()
+
+    def _grant(self) -> None:
+        if not self.waiters:
+            return
+        for waiter in list(self.waiters):
+            if self.fits(waiter.cost):
+                self.waiters.remove(waiter)
+                self.used += waiter.cost
+                waiter.granted = True
+                waiter.event.set()
+
+
+class Admission:
+    """WSGI middleware, one per worker: ``worker.wsgi = Admission(worker.wsgi, settings)``."""
+
+    def __init__(self, app: WSGIApp, settings: Settings) -> None:
+        self.app = app
+        self.limit = settings.max_content_length
+        self.wait_s = settings.admission_wait_s
+        self.body_timeout_s = settings.body_timeout_s
+        self.slots = QueuedBudget(settings.worker_request_limit())
+        body_limit = settings.worker_body_limit()
+        reserve = body_limit // SMALL_BODY_SHARE
+        self.body_bytes = QueuedBudget(body_limit, reserve=reserve, small=reserve // 4)
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") in HEALTH_PATHS:
+            return self.app(environ, start_response)
+        length = environ.get("CONTENT_LENGTH") or ""
+        if length.isascii() and length.isdigit():
+            cost = int(length)
+            if cost > self.limit:
+                return self.app(environ, start_response)  # 413 from the app, body unread
+        elif "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            cost = self.limit + 1
+        else:
+            cost = 0  # no body (or a malformed length the app will refuse)
+
+        reserved = 0
+        if cost:
+            reserved = self.body_bytes.acquire(cost, self.wait_s)
+            if reserved is None:
+                return self.refuse(start_response, 503, "this worker holds as many request bodies as "
+                                   "its budget allows (WORKER_BODY_BYTES); retry shortly", retry=True)
+        try:
+            if cost:
+                refusal = self.read_body(environ, length, cost)
+                if refusal is not None:
+                    return refusal(start_response)
+            slot = self.slots.acquire(1, self.wait_s)
+            if slot is None:
+                return self.refuse(start_response, 503, "this worker has as many requests in progress "
+                                   "as it allows (WORKER_REQUESTS_IN_PROGRESS); retry shortly", retry=True)
+            try:
+                # The app builds its whole answer before returning (no streamed responses), so the body
+                # and the slot can be given back here.
+                return self.app(environ, start_response)
+            finally:
+                self.slots.release(slot)
+        finally:
+            if reserved:
+                self.body_bytes.release(reserved)
+
+    def read_body(self, environ: dict, length: str, cost: int) -> Callable | None:
+        """Replace ``wsgi.input`` by the whole body in memory; a refusal when it cannot be read."""
+        stream = environ["wsgi.input"]
+        want = int(length) if length else cost  # chunked: up to limit + 1, the app refuses more
+        try:
+            if length and _buffered(stream) >= want:
+                body = stream.read(want)
+            else:
+                with gevent.Timeout(self.body_timeout_s, BodyTimeout):
+                    body = stream.read(want) if want <= READ_PIECE else _read_in_pieces(stream, want)
+        except BodyTimeout:
+            return lambda start: self.refuse(start, 408, f"the request body did not arrive within "
+                                             f"{self.body_timeout_s:g} s (BODY_TIMEOUT_S)")
+        except OSError:  # the client went away mid-body
+            body = None
+        if body is None or (length and len(body) < want):
+            return lambda start: self.refuse(start, 400, "the connection ended before the request body "
+                                             "(Content-Length) was complete")
+        environ["wsgi.input"] = io.BytesIO(body)
+        return None
+
+    def refuse(self, start_response: Callable, status: int, message: str, retry: bool = False) -> list[bytes]:
+        """A JSON error, and the connection closed after it: the body, if any, was not read."""
+        request = requests_by_greenlet.get(gevent.getcurrent())
+        if request is not None:
+            request.must_close = True
+        payload = orjson.dumps({"error": message})
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
+                   ("X-Content-Type-Options", "nosniff")]
+        if retry:
+            headers.append(("Retry-After", RETRY_AFTER_S))
+        phrase = {400: "Bad Request", 408: "Request Timeout", 503: "Service Unavailable"}[status]
+        start_response(f"{status} {phrase}", headers)
+        return [payload]
+
+
+class _NextPoll:
+    """Greenlets parked until the event loop has polled once more, then woken together.
+
+    ``gevent.sleep(0)`` only queues a greenlet behind the hub's callbacks, which run before the next
+    poll (and include callbacks queued while they run), so it does not let connections whose data
+    arrives through the poll take their turn. A timer that is already due fires right after the next
+    poll (and keeps that poll from blocking), so waking the parked greenlets from it puts them in the
+    same pass as those connections: each pass serves every connection with a request waiting once.
+    One timer for all of them, started by the first to park, costs less than one per request.
+    """
+
+    def __init__(self) -> None:
+        self.parked: list[Waiter] = []
+        self.timer = None
+
+    def wait(self) -> None:
+        if self.timer is None:
+            self.timer = gevent.get_hub().loop.timer(0.0)
+        if not self.parked:
+            self.timer.start(self.release)
+        waiter = Waiter()
+        self.parked.append(waiter)
+        waiter.get()
+
+    def release(self) -> None:
+        parked, self.parked = self.parked, []
+        for waiter in parked:
+            waiter.switch(None)
+
+
+_next_poll = _NextPoll()
+
+
+def next_poll() -> None:
+    """Let every other greenlet with work run once, the ones woken by the next poll included."""
+    _next_poll.wait()
+
+
+def _read_in_pieces(stream, want: int) -> bytes:
+    pieces: list[bytes] = []
+    got = 0
+    while got < want:
+        piece = stream.read(min(READ_PIECE, want - got))
+        if not piece:
+            break
+        pieces.append(piece)
+        got += len(piece)
+        next_poll()
+    return b"".join(pieces)
+
+
+def _buffered(stream: object) -> int:
+    """Bytes of the body gunicorn has already read off the socket (0 when it cannot tell).
+
+    Small requests arrive in one segment with their headers, so the whole body is usually here already
+    and needs no timer.
+    """
+    try:
+        return stream.buf.tell() + stream.reader.unreader.buf.tell()  # both write at their end
+    except AttributeError:
+        return 0
