@@ -18,7 +18,7 @@ from .config import Settings
 from .errors import ServiceError
 from .fastlane import FastLane
 from .http import InMemoryFormRequest, attach_service, json_error
-from .routes import admin, docs, feedback, simple, tfserving, v2, web
+from .routes import admin, docs, feedback, read, simple, tfserving, v2, web
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def create_app(service: Service | None = None, *, start: bool = True) -> Flask:
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_content_length
     attach_service(app, service)
 
-    for blueprint in (simple.bp, v2.bp, tfserving.bp, web.bp, admin.bp, docs.bp, feedback.bp):
+    for blueprint in (simple.bp, read.bp, v2.bp, tfserving.bp, web.bp, admin.bp, docs.bp, feedback.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     register_security_headers(app, settings)

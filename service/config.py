@@ -95,6 +95,10 @@ class Settings:
         "decoding.",
         lambda: _int("MAX_IMAGE_PIXELS", 4096 * 4096),
     )
+    max_read_digits: int = _setting(
+        "MAX_READ_DIGITS", "Most digits (pieces of ink) POST /read finds in one picture; more get 422.",
+        lambda: _int("MAX_READ_DIGITS", 32),
+    )
     max_request_pixels: int = _setting(
         "MAX_REQUEST_PIXELS", "Most pixels (width x height, summed over its images) one request may "
         "decode; checked from the headers before decoding. Bounds a request's decode time (~0.1 s per "

@@ -16,10 +16,13 @@ import numpy as np
 from .batching import Batcher
 from .config import Settings
 from .contract import FEATURES, IMAGE_INPUT_NAME, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
-from .errors import BadRequest
+from .errors import BadRequest, Unprocessable
 from .items import check_item_count
 from .model_status import model_status
 from .pictures import batch as pictures
+from .pictures.decode import decode_image
+from .pictures.normalise import batch_to_model_input
+from .pictures.segment import TooManyPieces, candidates, choose, segment_number
 from .registry import ModelRegistry
 from .repository import parse_version
 from .runtime import LoadedModel
@@ -163,6 +166,42 @@ class DataPlane:
         top_k = self.parse_top_k(args.get("top_k"))
         probabilities = self.infer(model, to_batch(model), timings)
         return self.predictions(model, probabilities, top_k)
+
+    def read(self, name: str | None, args: Mapping[str, str], picture: bytes, timings: Timings) -> dict:
+        """Read a number written on one line: segment the picture into digits, classify them all in
+        one batch, answer the string and, per digit, its prediction and box (pixels of the upright
+        picture), left to right. No ink is an empty string, not an error.
+
+        Segmentation counts as the decode phase in the metrics (it is picture work before inference).
+        """
+        model = self.model(name, args.get("version"))
+        top_k = self.parse_top_k(args.get("top_k"))
+        if not all(len(label) == 1 for label in model.labels):
+            raise BadRequest(f"model '{model.name}' does not classify digits (its labels are not single "
+                             "characters); read numbers with a digit model such as mnist")
+        gray = decode_image(picture, max_pixels=min(self.settings.max_image_pixels, self.settings.max_request_pixels))
+        limit = self.settings.max_read_digits
+        try:
+            places = segment_number(gray, max_pieces=limit)
+        except TooManyPieces as exc:
+            raise Unprocessable(
+                f"the picture holds {exc.found} or more separate pieces of ink; at most {limit} digits are "
+                "read (MAX_READ_DIGITS): send a picture of one number on one line"
+            ) from None
+        answer: dict = {"model_name": model.name, "model_version": str(model.version), "text": "", "digits": []}
+        if not places:
+            return answer
+        # Every way of cutting the line into digits, classified in one batch; the confidences pick.
+        digits = candidates(places)
+        probabilities = self.infer(model, batch_to_model_input([d.crop for d in digits], "mnist"), timings)
+        read = choose(places, probabilities.max(axis=1))
+        ranked = self.top_k(model, probabilities[read], max(1, top_k))
+        answer["digits"] = [
+            {**best[0], "top_k": best if top_k else [], "box": list(digits[i].box)}
+            for best, i in zip(ranked, read, strict=True)
+        ]
+        answer["text"] = "".join(entry["label"] for entry in answer["digits"])
+        return answer
 
     def parse_top_k(self, raw: str | None) -> int:
         if raw is None or raw == "":

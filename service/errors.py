@@ -40,6 +40,12 @@ class PayloadTooLarge(ServiceError):
     status = 413
 
 
+class Unprocessable(ServiceError):
+    """Well-formed, but this request cannot be answered as asked (e.g. more digits than allowed)."""
+
+    status = 422
+
+
 class UnsupportedMediaType(ServiceError):
     status = 415
 

@@ -19,6 +19,8 @@ import pytest
 import requests
 from PIL import Image
 
+from bench.numbercorpus import generate, mnist_test_digits
+
 from .support import FASHION_DIR, ROOT, GunicornServer, idx_test_split, require_program
 
 pytestmark = pytest.mark.browser
@@ -29,6 +31,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 SIDE = 280  # the canvas backing store
+WIDE = (840, 280)  # the number pad's backing store
 FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 TIMEOUT_MS = 20_000
@@ -79,9 +82,10 @@ class UI:
 
     # -- drawing on the canvas, in canvas pixels (0..280), whatever size CSS gives it --
 
-    def stroke(self, points: list[tuple[float, float]]) -> None:
-        box = self.page.locator("#pad").bounding_box()
-        sx, sy = box["width"] / SIDE, box["height"] / SIDE
+    def stroke(self, points: list[tuple[float, float]], pad: str = "#pad",
+               size: tuple[int, int] = (SIDE, SIDE)) -> None:
+        box = self.page.locator(pad).bounding_box()
+        sx, sy = box["width"] / size[0], box["height"] / size[1]
         mouse = self.page.mouse
         mouse.move(box["x"] + points[0][0] * sx, box["y"] + points[0][1] * sy)
         mouse.down()
@@ -362,6 +366,70 @@ def test_phone_viewport(chromium, server: GunicornServer) -> None:
         ui.assert_clean()
     finally:
         context.close()
+
+
+def test_number_mode_reads_a_written_number_and_a_photo(ui: UI, server: GunicornServer, tmp_path: Path) -> None:
+    """Number mode: write three digits on the wide pad, then upload a photographed number; the string,
+    one box and one probability per digit are shown; a bad file gets a readable error."""
+    from playwright.sync_api import expect
+
+    page = ui.page
+    page.get_by_role("radio", name="a number").check()
+    expect(page.locator("#number-card")).to_be_visible()
+    expect(page.locator("#pad")).to_be_hidden()
+    assert "mode=number" in page.url
+    pad = page.locator("#number-pad")
+    assert pad.evaluate("c => [c.width, c.height]") == list(WIDE)
+
+    ui.stroke([(150 - 0.08 * (y - 45), y) for y in range(45, 240, 15)], "#number-pad", WIDE)  # 1
+    ui.stroke([(420 + 62 * math.sin(t), 140 - 92 * math.cos(t))  # 0
+               for t in np.linspace(0, 2 * math.pi * 1.03, 40)], "#number-pad", WIDE)
+    ui.stroke([(690 - 0.08 * (y - 45), y) for y in range(45, 240, 15)], "#number-pad", WIDE)  # 1
+    expect(page.locator("#number-text")).to_have_text("101")
+    items = page.locator("#number-digits li")
+    expect(items).to_have_count(3)
+    assert items.locator(".digit-label").all_inner_texts() == ["1", "0", "1"]
+    for text in items.locator(".digit-probability").all_inner_texts():
+        assert re.fullmatch(r"[<>]?\d+(\.\d)?%", text), text
+    lefts = [int(re.search(r"x (\d+)", t).group(1)) for t in items.locator(".digit-box").all_inner_texts()]
+    assert lefts == sorted(lefts) and lefts[0] < 280 < lefts[1] < 560 < lefts[2]  # boxes on the digits
+    expect(page.locator("#number-view")).to_be_visible()
+    expect(page.locator("#number-answered-by")).to_have_text(re.compile(r"^mnist v\d+$"))
+    screenshot(page, "number-drawn.png", full_page=True)
+
+    page.get_by_role("button", name="Clear").click()
+    expect(page.locator("#number-text")).to_have_text("–")
+    expect(items).to_have_count(0)
+
+    # A photographed number the API reads right (the page is under test here, not the reader).
+    images, labels = mnist_test_digits()
+    for sample in generate(30, style="photo", seed=7, images=images, labels=labels):
+        answer = requests.post(server.url + "/read", data=sample.data, headers={"Content-Type": "image/jpeg"},
+                               timeout=30).json()
+        if answer["text"] == sample.text and len(sample.text) >= 3:
+            break
+    else:
+        raise AssertionError("no photographed number of the first 30 is read right")
+    photo = tmp_path / "number-photo.jpg"
+    photo.write_bytes(sample.data)
+    page.locator("#number-file").set_input_files(str(photo))
+    expect(page.locator("#number-text")).to_have_text(sample.text)
+    expect(items).to_have_count(len(sample.text))
+    expect(page.locator("#number-source")).to_have_text("number-photo.jpg")
+    screenshot(page, "number-photo.png", full_page=True)
+
+    bad = tmp_path / "notes.png"
+    bad.write_text("not a picture")
+    page.locator("#number-file").set_input_files(str(bad))
+    alert = page.locator("#number-error")
+    expect(alert).to_contain_text("notes.png")
+    expect(alert).to_contain_text(re.compile(r"HTTP 4\d\d"))
+    expect(page.locator("#number-text")).to_have_text("–")
+
+    page.get_by_role("radio", name="one digit").check()  # back to one digit: the square pad again
+    expect(page.locator("#pad")).to_be_visible()
+    expect(page.locator("#number-card")).to_be_hidden()
+    ui.assert_clean(allowed=EXPECTED_4XX)
 
 
 # ---- Feedback: "Wrong? It is:" buttons ---------------------------------------------------------------

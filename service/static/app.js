@@ -1,11 +1,11 @@
 // The web page: draw or upload images, send them to the public API, show what the model thinks.
 // Plain ES2020, no dependencies, no build step. The page is a client like any other: it only uses
-// GET /v1/models (or V2 metadata) and POST /v1/models/<name>/predict. feedback.js adds the
-// "Wrong? It is:" buttons under each prediction (POST /v1/models/<name>/feedback).
+// GET /v1/models (or V2 metadata), POST /v1/models/<name>/predict (one digit per picture) and
+// POST /v1/models/<name>/read (a number: the string and a box per digit, "number" mode). feedback.js adds
+// the "Wrong? It is:" buttons under each prediction (POST /v1/models/<name>/feedback).
 "use strict";
 
 (() => {
-  const SIDE = 280; // the canvas backing store; CSS scales what is shown, never this
   const INK = "#111";
   const LINE_WIDTH = 20; // MNIST strokes are ~2 px of 28 -> ~20 px of 280
   const DEBOUNCE_MS = 350;
@@ -19,12 +19,20 @@
     error: $("error"), prediction: $("prediction"), confidence: $("confidence"),
     answeredBy: $("answered-by"), latency: $("latency"), source: $("source"), bars: $("bars"),
   };
-  const ctx = el.pad.getContext("2d", { willReadFrequently: false });
+  const num = {
+    card: $("number-card"), pad: $("number-pad"), read: $("read"), clear: $("number-clear"),
+    file: $("number-file"), error: $("number-error"), text: $("number-text"), summary: $("number-summary"),
+    view: $("number-view"), digits: $("number-digits"), answeredBy: $("number-answered-by"),
+    latency: $("number-latency"), source: $("number-source"),
+  };
+  const digitCards = [document.querySelector(".draw"), document.querySelector(".result"),
+    document.querySelector(".upload")];
 
   const state = {
     models: [],        // [{name, versions, defaultVersion, labels}]
-    hasInk: false,
+    mode: "digit",     // "digit" | "number"
     lastSource: null,  // "canvas" | {files: File[]} — what a model switch re-sends
+    numberSource: null, // the same for number mode: "canvas" | {file: File}
     seq: 0,            // request counter: only the newest answer is shown
     timer: 0,
   };
@@ -85,71 +93,85 @@
 
   // ---- Drawing --------------------------------------------------------------------------------
 
-  function resetPad() {
-    ctx.fillStyle = "#fff";
-    ctx.fillRect(0, 0, SIDE, SIDE);
-    state.hasInk = false;
-  }
+  /**
+   * A drawing pad on a canvas: white paper, round black strokes of LINE_WIDTH in backing-store pixels
+   * (CSS may show the canvas at any size). ``onStroke`` runs when a stroke ends.
+   */
+  function makePad(canvas, onStroke) {
+    const g = canvas.getContext("2d", { willReadFrequently: false });
+    const pad = { canvas, hasInk: false };
+    let last = null; // the previous point of the current stroke, or null between strokes
 
-  function padPoint(event) {
-    const rect = el.pad.getBoundingClientRect();
-    return {
-      x: ((event.clientX - rect.left) * SIDE) / rect.width,
-      y: ((event.clientY - rect.top) * SIDE) / rect.height,
+    pad.reset = () => {
+      g.fillStyle = "#fff";
+      g.fillRect(0, 0, canvas.width, canvas.height);
+      pad.hasInk = false;
     };
+
+    function point(event) {
+      const rect = canvas.getBoundingClientRect();
+      return {
+        x: ((event.clientX - rect.left) * canvas.width) / rect.width,
+        y: ((event.clientY - rect.top) * canvas.height) / rect.height,
+      };
+    }
+
+    function lineTo(p) {
+      g.beginPath();
+      g.moveTo(last.x, last.y);
+      g.lineTo(p.x, p.y);
+      g.stroke();
+      last = p;
+    }
+
+    canvas.addEventListener("pointerdown", (event) => {
+      if (event.button !== 0) return;
+      event.preventDefault();
+      canvas.setPointerCapture(event.pointerId);
+      clearTimeout(state.timer);
+      g.strokeStyle = INK;
+      g.fillStyle = INK;
+      g.lineWidth = LINE_WIDTH;
+      g.lineCap = "round";
+      g.lineJoin = "round";
+      last = point(event);
+      g.beginPath(); // a dot, so a tap leaves ink too
+      g.arc(last.x, last.y, LINE_WIDTH / 2, 0, Math.PI * 2);
+      g.fill();
+      pad.hasInk = true;
+    });
+
+    canvas.addEventListener("pointermove", (event) => {
+      if (!last) return;
+      const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+      for (const e of events.length ? events : [event]) lineTo(point(e));
+    });
+
+    function endStroke() {
+      if (!last) return;
+      last = null;
+      onStroke();
+    }
+    canvas.addEventListener("pointerup", endStroke);
+    canvas.addEventListener("pointercancel", endStroke);
+
+    pad.blob = () => new Promise((resolve, reject) => {
+      canvas.toBlob((blob) => (blob ? resolve(blob) : reject(new Error("the canvas is empty"))), "image/png");
+    });
+    pad.reset();
+    return pad;
   }
 
-  let last = null; // the previous point of the current stroke, or null between strokes
-
-  function dot(p) {
-    ctx.beginPath();
-    ctx.arc(p.x, p.y, LINE_WIDTH / 2, 0, Math.PI * 2);
-    ctx.fill();
-  }
-
-  function lineTo(p) {
-    ctx.beginPath();
-    ctx.moveTo(last.x, last.y);
-    ctx.lineTo(p.x, p.y);
-    ctx.stroke();
-    last = p;
-  }
-
-  el.pad.addEventListener("pointerdown", (event) => {
-    if (event.button !== 0) return;
-    event.preventDefault();
-    el.pad.setPointerCapture(event.pointerId);
-    clearTimeout(state.timer);
-    ctx.strokeStyle = INK;
-    ctx.fillStyle = INK;
-    ctx.lineWidth = LINE_WIDTH;
-    ctx.lineCap = "round";
-    ctx.lineJoin = "round";
-    last = padPoint(event);
-    dot(last);
-    state.hasInk = true;
-  });
-
-  el.pad.addEventListener("pointermove", (event) => {
-    if (!last) return;
-    const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
-    for (const e of events.length ? events : [event]) lineTo(padPoint(e));
-  });
-
-  function endStroke() {
-    if (!last) return;
-    last = null;
+  const digitPad = makePad(el.pad, () => {
     state.lastSource = "canvas";
     clearTimeout(state.timer);
     state.timer = setTimeout(predictCanvas, DEBOUNCE_MS);
-  }
-  el.pad.addEventListener("pointerup", endStroke);
-  el.pad.addEventListener("pointercancel", endStroke);
+  });
 
   el.clear.addEventListener("click", () => {
     clearTimeout(state.timer);
     state.seq += 1; // an answer still on its way is for the old drawing: drop it
-    resetPad();
+    digitPad.reset();
     clearError();
     if (state.lastSource === "canvas") showIdle();
   });
@@ -159,22 +181,16 @@
     predictCanvas();
   });
 
-  function canvasBlob() {
-    return new Promise((resolve, reject) => {
-      el.pad.toBlob((blob) => (blob ? resolve(blob) : reject(new Error("the canvas is empty"))), "image/png");
-    });
-  }
-
   async function predictCanvas() {
     state.lastSource = "canvas";
-    if (!state.hasInk) {
+    if (!digitPad.hasInk) {
       clearError();
       showIdle("The pad is empty: draw something first.");
       return;
     }
     const seq = ++state.seq;
     const model = currentModel();
-    const blob = await canvasBlob();
+    const blob = await digitPad.blob();
     const answer = await callPredict(model, blob, { "Content-Type": "image/png" });
     if (seq !== state.seq) return;
     if (answer.error) {
@@ -330,9 +346,17 @@
 
   // ---- Talking to the service -----------------------------------------------------------------
 
-  /** POST one body to the model; never throws: {body, status, ms, error?}. */
+  /** POST one body to the model's predict; never throws: {body, status, ms, error?}. */
   async function callPredict(model, body, headers) {
-    const url = `/v1/models/${encodeURIComponent(model.name)}/predict?top_k=10`;
+    const answer = await post(`/v1/models/${encodeURIComponent(model.name)}/predict?top_k=10`, body, headers);
+    if (!answer.error && !Array.isArray(answer.body.predictions)) {
+      return { error: "The server sent an answer this page does not understand.", status: answer.status, ms: answer.ms };
+    }
+    return answer;
+  }
+
+  /** POST one body; never throws: {body, status, ms} or {error, status, ms} with a readable error. */
+  async function post(url, body, headers) {
     const started = performance.now();
     let res;
     try {
@@ -355,7 +379,7 @@
       const kind = res.status >= 500 ? "The server failed" : "The request was refused";
       return { error: `${kind} (HTTP ${res.status}): ${detail}`, status: res.status, ms };
     }
-    if (!payload || !Array.isArray(payload.predictions)) {
+    if (!payload || typeof payload !== "object") {
       return { error: "The server sent an answer this page does not understand.", status: res.status, ms };
     }
     return { body: payload, status: res.status, ms };
@@ -441,12 +465,200 @@
     el.error.textContent = "";
   }
 
+  // ---- Numbers ("number" mode) ---------------------------------------------------------------
+
+  const numberPad = makePad(num.pad, () => {
+    state.numberSource = "canvas";
+    clearTimeout(state.timer);
+    state.timer = setTimeout(readDrawnNumber, DEBOUNCE_MS);
+  });
+
+  num.read.addEventListener("click", () => {
+    clearTimeout(state.timer);
+    readDrawnNumber();
+  });
+
+  num.clear.addEventListener("click", () => {
+    clearTimeout(state.timer);
+    state.seq += 1;
+    numberPad.reset();
+    num.error.textContent = "";
+    if (state.numberSource === "canvas") showNumberIdle();
+  });
+
+  num.file.addEventListener("change", () => {
+    const file = num.file.files[0];
+    if (file) readNumberFile(file);
+  });
+
+  async function readDrawnNumber() {
+    state.numberSource = "canvas";
+    if (!numberPad.hasInk) {
+      num.error.textContent = "";
+      showNumberIdle("The pad is empty: write a number first.");
+      return;
+    }
+    const blob = await numberPad.blob();
+    await readNumber(blob, "image/png", "your writing", () => createImageBitmap(num.pad));
+  }
+
+  async function readNumberFile(file) {
+    state.numberSource = { file };
+    const type = file.type && file.type.startsWith("image/") ? file.type : "application/octet-stream";
+    await readNumber(file, type, file.name || "uploaded image", () => createImageBitmap(file));
+  }
+
+  function rereadNumber() {
+    const source = state.numberSource;
+    if (source === "canvas" && numberPad.hasInk) readDrawnNumber();
+    else if (source && source.file) readNumberFile(source.file);
+    else showNumberIdle();
+  }
+
+  /** Send one picture to /read and show the string, a box and a probability per digit. */
+  async function readNumber(body, type, sourceName, bitmap) {
+    const seq = ++state.seq;
+    const model = currentModel();
+    const url = `/v1/models/${encodeURIComponent(model.name)}/read?top_k=3`;
+    const answer = await post(url, body, { "Content-Type": type });
+    if (seq !== state.seq) return;
+    if (!answer.error && !(typeof answer.body.text === "string" && Array.isArray(answer.body.digits))) {
+      answer.error = "The server sent an answer this page does not understand.";
+    }
+    if (answer.error) {
+      num.error.textContent = `${sourceName}: ${answer.error}`;
+      showNumberIdle("No answer: see the message above.");
+      return;
+    }
+    num.error.textContent = "";
+    const { text, digits } = answer.body;
+    num.text.textContent = text || "–";
+    num.text.classList.toggle("idle", !text);
+    num.summary.textContent = text
+      ? `${digits.length} digit${digits.length === 1 ? "" : "s"}, least sure ${percent(Math.min(...digits.map((d) => d.probability)))}`
+      : "No ink found: nothing to read.";
+    num.answeredBy.textContent = `${answer.body.model_name} v${answer.body.model_version}`;
+    num.latency.textContent = `${Math.round(answer.ms)} ms`;
+    num.source.textContent = sourceName;
+    num.digits.replaceChildren(...digits.map((digit, i) => {
+      const li = document.createElement("li");
+      li.className = "digit-item";
+      const labelEl = document.createElement("span");
+      labelEl.className = "digit-label";
+      labelEl.textContent = digit.label;
+      const prob = document.createElement("span");
+      prob.className = "digit-probability";
+      prob.textContent = percent(digit.probability);
+      const box = document.createElement("span");
+      box.className = "digit-box";
+      const [x0, y0, x1, y1] = digit.box;
+      box.textContent = `#${i + 1} · x ${x0}–${x1}, y ${y0}–${y1}`;
+      li.append(labelEl, prob, box);
+      return li;
+    }));
+    try {
+      const image = await bitmap();
+      if (seq !== state.seq) return;
+      drawBoxes(image, digits);
+      image.close();
+    } catch {
+      num.view.hidden = true; // the browser cannot show this picture; the list still says it all
+    }
+  }
+
+  /**
+   * The picture read, with each digit's box, label and probability on it. A photo with a small number
+   * in it is cropped around the digits (boxes are in the picture's pixels, EXIF orientation applied,
+   * as createImageBitmap draws it), so the boxes are big enough to see.
+   */
+  function drawBoxes(image, digits) {
+    const view = num.view;
+    let [left, top, right, bottom] = [0, 0, image.width, image.height];
+    if (digits.length) {
+      const lineHeight = Math.max(...digits.map((d) => d.box[3] - d.box[1]));
+      const margin = lineHeight * 0.6;
+      const x0 = Math.max(0, Math.min(...digits.map((d) => d.box[0])) - margin);
+      const y0 = Math.max(0, Math.min(...digits.map((d) => d.box[1])) - margin);
+      const x1 = Math.min(image.width, Math.max(...digits.map((d) => d.box[2])) + margin);
+      const y1 = Math.min(image.height, Math.max(...digits.map((d) => d.box[3])) + margin);
+      if ((x1 - x0) < 0.6 * image.width || (y1 - y0) < 0.6 * image.height) [left, top, right, bottom] = [x0, y0, x1, y1];
+    }
+    const width = right - left;
+    const height = bottom - top;
+    const scale = Math.min(view.width / width, 360 / height, 4);
+    view.height = Math.max(1, Math.round(height * scale));
+    const offset = (view.width - width * scale) / 2;
+    const g = view.getContext("2d");
+    g.fillStyle = "#fff";
+    g.fillRect(0, 0, view.width, view.height);
+    g.drawImage(image, left, top, width, height, offset, 0, width * scale, height * scale);
+    g.lineWidth = 3;
+    g.textBaseline = "top";
+    for (const digit of digits) {
+      const [x0, y0, x1, y1] = digit.box;
+      const x = (x0 - left) * scale + offset;
+      const y = (y0 - top) * scale;
+      const w = (x1 - x0) * scale;
+      const h = (y1 - y0) * scale;
+      g.strokeStyle = "#1d4ed8";
+      g.strokeRect(x, y, w, h);
+      g.font = "bold 16px system-ui, sans-serif"; // the label on a tab above the box
+      const tab = g.measureText(digit.label).width + 10;
+      const tabTop = Math.max(0, y - 22);
+      g.fillStyle = "#1d4ed8";
+      g.fillRect(x - 1.5, tabTop, tab, 22);
+      g.fillStyle = "#fff";
+      g.fillText(digit.label, x + 3.5, tabTop + 3);
+      g.font = "12px system-ui, sans-serif"; // the probability under it, when there is room
+      const chance = percent(digit.probability);
+      if (g.measureText(chance).width <= w + 16 && y + h + 16 <= view.height) {
+        g.fillStyle = "#0f172a";
+        g.fillText(chance, x, y + h + 3);
+      }
+    }
+    view.hidden = false;
+  }
+
+  function showNumberIdle(message = "Write a number or upload a photo of one.") {
+    num.text.textContent = "–";
+    num.text.classList.add("idle");
+    num.summary.textContent = message;
+    num.answeredBy.textContent = "–";
+    num.latency.textContent = "–";
+    num.source.textContent = "–";
+    num.digits.replaceChildren();
+    num.view.hidden = true;
+  }
+
+  // ---- Mode: one digit or a number ------------------------------------------------------------
+
+  function setMode(mode) {
+    state.mode = mode === "number" ? "number" : "digit";
+    const number = state.mode === "number";
+    for (const card of digitCards) card.hidden = number;
+    num.card.hidden = !number;
+    document.body.classList.toggle("number-mode", number);
+    $(number ? "mode-number" : "mode-digit").checked = true;
+    clearTimeout(state.timer);
+    const url = new URL(location.href);
+    if (number) url.searchParams.set("mode", "number");
+    else url.searchParams.delete("mode");
+    history.replaceState(null, "", url);
+  }
+
+  for (const radio of document.querySelectorAll('input[name="mode"]')) {
+    radio.addEventListener("change", () => setMode(radio.value));
+  }
+  setMode(new URLSearchParams(location.search).get("mode"));
+
   // ---- Model switch ---------------------------------------------------------------------------
 
   el.model.addEventListener("change", () => {
     clearError();
     const source = state.lastSource;
-    if (source === "canvas" && state.hasInk) {
+    if (state.mode === "number") {
+      rereadNumber();
+    } else if (source === "canvas" && digitPad.hasInk) {
       predictCanvas();
     } else if (source && source.files) {
       predictFiles(source.files);
@@ -455,6 +667,5 @@
     }
   });
 
-  resetPad();
   loadModels();
 })();

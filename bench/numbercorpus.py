@@ -1,0 +1,289 @@
+"""A corpus of pictures of numbers (2-8 digits on one line) built from MNIST *test* digits.
+
+Each number is made of real handwritten test digits (never a training digit), each cropped to its ink
+and pasted side by side with its own size and baseline jitter, with gaps from touching-but-separable
+(strokes may meet: the reader has to split them) to wide. Two styles:
+
+``plain``
+    dark ink on white, PNG, the number filling most of the frame — a scan or a drawing;
+``photo``
+    what a phone makes of it: a frame of 320-1600 px with the number somewhere in it, paper tint
+    (white, cream, gray), a lighting gradient and a vignette, ink from black to pencil gray or blue
+    (RGB), a little blur and sensor noise, JPEG quality 75-95.
+
+Every sample knows its text and the box of each digit (in the picture's pixels), so a reader can be
+scored on the string, on each digit and on where it put the boxes. Deterministic for a seed.
+
+    python -m bench.numbercorpus --count 200 --style photo --seed 1 --out artifacts/numbers  # PNG/JPEGs
+    python -m bench.numbercorpus --count 200 --style plain --score                         # accuracy
+    python -m bench.numbercorpus --style photo --score --misses artifacts/numbers/photo-misses.png
+
+``--score`` reads every picture with the service's data plane in-process (``DataPlane.read``, the
+committed models) and prints whole-string and per-digit accuracy, plus the ceiling the model alone
+allows (each digit classified right when shown alone, MNIST-style).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+ROOT = Path(__file__).resolve().parent.parent
+MNIST_DIR = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))
+STYLES = ("plain", "photo")
+
+
+@dataclass(frozen=True)
+class NumberPicture:
+    """One picture of a number: the encoded file, its text, each digit's box and test-set index."""
+
+    data: bytes
+    text: str
+    boxes: list[tuple[int, int, int, int]]  # (x0, y0, x1, y1), end-exclusive, in the picture's pixels
+    indices: list[int]  # which MNIST test images the digits are
+    style: str
+    spacing: str  # "touching", "close" or "wide"
+
+
+def mnist_test_digits(folder: Path = MNIST_DIR) -> tuple[np.ndarray, np.ndarray]:
+    """The 10,000 MNIST test images (uint8 [N, 28, 28], light on black) and labels, via training.data."""
+    from training.data import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+
+    return (read_idx(folder / "t10k-images-idx3-ubyte.gz", IMAGES_MAGIC),
+            read_idx(folder / "t10k-labels-idx1-ubyte.gz", LABELS_MAGIC))
+
+
+def generate(count: int, *, style: str, seed: int, images: np.ndarray, labels: np.ndarray,
+             min_digits: int = 2, max_digits: int = 8) -> list[NumberPicture]:
+    """``count`` pictures of numbers in one style, the same for the same seed."""
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    rng = np.random.default_rng([seed, STYLES.index(style)])
+    return [_one(rng, style, images, labels, min_digits, max_digits) for _ in range(count)]
+
+
+# ---- composition --------------------------------------------------------------------------------
+
+
+def _ink_crop(image: np.ndarray) -> np.ndarray:
+    """An MNIST digit cut to its ink (MNIST pads every digit with ~4 px of black)."""
+    rows = np.flatnonzero(image.max(axis=1) > 0)
+    cols = np.flatnonzero(image.max(axis=0) > 0)
+    return image[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+
+
+def _one(rng: np.random.Generator, style: str, images: np.ndarray, labels: np.ndarray,
+         min_digits: int, max_digits: int) -> NumberPicture:
+    length = int(rng.integers(min_digits, max_digits + 1))
+    indices = [int(i) for i in rng.integers(0, len(images), length)]
+    spacing = str(rng.choice(["touching", "close", "wide"], p=[0.25, 0.45, 0.30]))
+    height = int(rng.integers(28, 90))  # line height in pixels of the ink canvas
+    digits = []
+    for index in indices:
+        crop = _ink_crop(images[index])
+        h = max(8, round(height * rng.uniform(0.88, 1.12)))
+        w = max(2, round(crop.shape[1] * h / crop.shape[0]))
+        digits.append(np.asarray(Image.fromarray(crop).resize((w, h), Image.Resampling.LANCZOS)))
+    gaps = []
+    for _ in range(length - 1):
+        if spacing == "touching":
+            gaps.append(int(rng.integers(0, 2)))  # bounding boxes meet: strokes may touch
+        elif spacing == "close":
+            gaps.append(round(height * rng.uniform(0.05, 0.25)))
+        else:
+            gaps.append(round(height * rng.uniform(0.3, 1.0)))
+    jitter = [round(height * rng.uniform(-0.08, 0.08)) for _ in digits]
+    margin = round(height * 0.3)
+    width = sum(d.shape[1] for d in digits) + sum(gaps) + 2 * margin
+    tallest = max(d.shape[0] + j for d, j in zip(digits, jitter, strict=True))
+    canvas = np.zeros((tallest + 2 * margin - min(0, min(jitter)), width), np.uint8)
+    boxes = []
+    x = margin
+    for k, digit in enumerate(digits):
+        y = margin + jitter[k] - min(0, min(jitter))
+        h, w = digit.shape
+        region = canvas[y:y + h, x:x + w]
+        np.maximum(region, digit, out=region)
+        rows = np.flatnonzero(digit.max(axis=1) > 24)
+        cols = np.flatnonzero(digit.max(axis=0) > 24)
+        boxes.append((x + int(cols[0]), y + int(rows[0]), x + int(cols[-1]) + 1, y + int(rows[-1]) + 1))
+        x += w + (gaps[k] if k < len(gaps) else 0)
+    text = "".join(str(int(labels[i])) for i in indices)
+    if style == "plain":
+        picture = Image.fromarray(255 - canvas)
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        return NumberPicture(buffer.getvalue(), text, boxes, indices, style, spacing)
+    data, boxes = _photograph(rng, canvas, boxes)
+    return NumberPicture(data, text, boxes, indices, style, spacing)
+
+
+def _photograph(rng: np.random.Generator, ink: np.ndarray,
+                boxes: list[tuple[int, int, int, int]]) -> tuple[bytes, list[tuple[int, int, int, int]]]:
+    """Put the ink on paper in a photo-sized frame, light it unevenly, blur, add noise, JPEG it."""
+    # The number spans 35-90 % of the frame's width; the frame is 4:3 or 3:4-ish, 320-1600 px wide.
+    frame_w = int(np.clip(ink.shape[1] / rng.uniform(0.35, 0.9), 320, 1600))
+    scale = 1.0
+    if ink.shape[1] > 0.9 * frame_w:  # a very long number: shrink it to fit
+        scale = 0.9 * frame_w / ink.shape[1]
+        size = (max(1, round(ink.shape[1] * scale)), max(1, round(ink.shape[0] * scale)))
+        ink = np.asarray(Image.fromarray(ink).resize(size, Image.Resampling.LANCZOS))
+    frame_h = max(int(frame_w * rng.uniform(0.45, 1.0)), ink.shape[0] + 8)
+    left = int(rng.integers(0, frame_w - ink.shape[1] + 1))
+    top = int(rng.integers(0, frame_h - ink.shape[0] + 1))
+    cover = np.zeros((frame_h, frame_w), np.float32)
+    cover[top:top + ink.shape[0], left:left + ink.shape[1]] = ink / 255.0
+    boxes = [(left + int(x0 * scale), top + int(y0 * scale), left + int(np.ceil(x1 * scale)),
+              top + int(np.ceil(y1 * scale))) for x0, y0, x1, y1 in boxes]
+
+    paper = np.array({"white": (246, 246, 244), "cream": (244, 236, 214),
+                      "gray": (206, 208, 210)}[str(rng.choice(["white", "cream", "gray"]))], np.float32)
+    pen = str(rng.choice(["black", "blue", "pencil"], p=[0.45, 0.3, 0.25]))
+    ink_rgb = {"black": rng.uniform(15, 50, 3), "blue": np.array([rng.uniform(20, 50), rng.uniform(40, 70),
+                                                                    rng.uniform(120, 170)]),
+               "pencil": np.full(3, rng.uniform(85, 125))}[pen].astype(np.float32)
+    cover *= rng.uniform(0.85, 1.0)  # a pen never covers the paper completely
+    rgb = paper * (1 - cover[..., None]) + ink_rgb * cover[..., None]
+
+    # Light: a linear gradient in a random direction (30-100 % of full light) times a vignette.
+    yy, xx = np.mgrid[0:frame_h, 0:frame_w].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(angle) * xx / frame_w + np.sin(angle) * yy / frame_h)
+    ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
+    low = rng.uniform(0.55, 0.95)
+    light = low + (1 - low) * ramp
+    radius = ((xx / frame_w - 0.5) ** 2 + (yy / frame_h - 0.5) ** 2) / 0.5
+    light *= 1 - rng.uniform(0.0, 0.35) * radius
+    rgb *= light[..., None]
+
+    picture = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
+    picture = picture.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.4)))
+    noisy = np.asarray(picture, np.float32) + rng.normal(0, rng.uniform(1.5, 6), (frame_h, frame_w, 1))
+    picture = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=int(rng.integers(75, 96)))
+    return buffer.getvalue(), boxes
+
+
+# ---- scoring ------------------------------------------------------------------------------------
+
+
+def score(samples: list[NumberPicture], answers: list[dict]) -> dict:
+    """Whole-string and per-digit accuracy of ``answers`` (``/read`` responses) on ``samples``.
+
+    Per-digit accuracy compares position by position when the reader found as many digits as there
+    are; a string with the wrong number of digits counts all its digits wrong.
+    """
+    strings = digits = right_digits = counted = 0
+    for sample, answer in zip(samples, answers, strict=True):
+        strings += answer["text"] == sample.text
+        digits += len(sample.text)
+        if len(answer["text"]) == len(sample.text):
+            counted += 1
+            right_digits += sum(a == b for a, b in zip(answer["text"], sample.text, strict=True))
+    return {"numbers": len(samples), "whole_string": strings / len(samples), "per_digit": right_digits / digits,
+            "right_count": counted / len(samples)}
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--style", choices=STYLES, default="plain")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, help="write the pictures (and labels.csv) here")
+    parser.add_argument("--score", action="store_true", help="read them with the data plane and print accuracy")
+    parser.add_argument("--misses", type=Path, help="with --score: write a contact sheet PNG of the misses here")
+    args = parser.parse_args()
+    images, labels = mnist_test_digits()
+    samples = generate(args.count, style=args.style, seed=args.seed, images=images, labels=labels)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        lines = ["file,text,spacing"]
+        for n, sample in enumerate(samples):
+            name = f"{args.style}-{n:04d}.{'png' if sample.style == 'plain' else 'jpg'}"
+            (args.out / name).write_bytes(sample.data)
+            lines.append(f"{name},{sample.text},{sample.spacing}")
+        (args.out / "labels.csv").write_text("\n".join(lines) + "\n")
+        print(f"wrote {len(samples)} pictures to {args.out}")
+    if args.score:
+        answers = _print_score(samples, images, labels)
+        if args.misses:
+            misses = [(s, a) for s, a in zip(samples, answers, strict=True) if a["text"] != s.text]
+            contact_sheet(misses, args.misses)
+            print(f"wrote {len(misses)} misses to {args.misses}")
+
+
+def _print_score(samples: list[NumberPicture], images: np.ndarray, labels: np.ndarray) -> list[dict]:
+    from service.build import build
+    from service.dataplane import Timings
+
+    service = build()
+    service.start()
+    plane = service.plane
+    answers = [plane.read(None, {"top_k": "0"}, s.data, Timings()) for s in samples]
+    figures = score(samples, answers)
+    # The model's own ceiling: the same digits, each alone, as MNIST shows them.
+    model = plane.model(None)
+    used = sorted({i for s in samples for i in s.indices})
+    alone = plane.infer(model, images[used].reshape(len(used), -1).astype(np.float32) / 255)
+    right_alone = dict(zip(used, (alone.argmax(axis=1) == labels[used]).tolist(), strict=True))
+    alone_right = [all(right_alone[i] for i in s.indices) for s in samples]
+    ceiling = sum(alone_right) / len(samples)
+    # Misses the reader causes: every digit is classified right alone, yet the string is read wrong.
+    reader = sum(ok and a["text"] != s.text for ok, a, s in zip(alone_right, answers, samples, strict=True))
+    print(f"numbers={figures['numbers']} whole_string={figures['whole_string']:.3f} "
+          f"per_digit={figures['per_digit']:.3f} right_count={figures['right_count']:.3f} "
+          f"model_ceiling_whole_string={ceiling:.3f} reader_caused_misses={reader / len(samples):.3f}")
+    for spacing in ("touching", "close", "wide"):
+        chosen = [k for k, s in enumerate(samples) if s.spacing == spacing]
+        if chosen:
+            part = score([samples[k] for k in chosen], [answers[k] for k in chosen])
+            print(f"  {spacing:9s} n={part['numbers']:4d} whole_string={part['whole_string']:.3f} "
+                  f"per_digit={part['per_digit']:.3f}")
+    for sample, answer, right in zip(samples, answers, alone_right, strict=True):
+        if answer["text"] != sample.text:
+            print(f"  miss: {sample.text} read {answer['text'] or '(nothing)'} ({sample.spacing}"
+                  f"{', model right alone' if right else ''})")
+    return answers
+
+
+def contact_sheet(misses: list[tuple[NumberPicture, dict]], path: Path, tile: tuple[int, int] = (560, 260)) -> None:
+    """A PNG of the misses, two per row: each picture cropped around its number, with the boxes read
+    (red, labelled) and a caption saying what it is and what was read. Written atomically."""
+    from PIL import ImageDraw
+
+    width, height = tile
+    rows = max(1, (len(misses) + 1) // 2)
+    sheet = Image.new("RGB", (2 * width, rows * height), "white")
+    for k, (sample, answer) in enumerate(misses):
+        picture = Image.open(io.BytesIO(sample.data)).convert("RGB")
+        boxes = [tuple(d["box"]) for d in answer["digits"]] + list(sample.boxes)
+        margin = max(b[3] - b[1] for b in boxes) // 2
+        region = (max(0, min(b[0] for b in boxes) - margin), max(0, min(b[1] for b in boxes) - margin),
+                  min(picture.width, max(b[2] for b in boxes) + margin),
+                  min(picture.height, max(b[3] for b in boxes) + margin))
+        pen = ImageDraw.Draw(picture)
+        for digit in answer["digits"]:
+            x0, y0, x1, y1 = digit["box"]
+            pen.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(220, 0, 0), width=2)
+            pen.text((x0 + 2, max(0, y0 - 12)), digit["label"], fill=(220, 0, 0))
+        crop = picture.crop(region)
+        crop.thumbnail((width - 8, height - 28))
+        x, y = (k % 2) * width, (k // 2) * height
+        sheet.paste(crop, (x + 4, y + 24))
+        ImageDraw.Draw(sheet).text((x + 4, y + 6), f"{sample.text} read {answer['text'] or '(nothing)'} "
+                                   f"({sample.style}, {sample.spacing})", fill=(0, 0, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    sheet.save(partial, format="PNG")
+    partial.replace(path)
+
+
+if __name__ == "__main__":
+    _main()

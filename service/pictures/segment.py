@@ -1,0 +1,415 @@
+"""A picture of a number on one line -> digit crops and boxes in reading order (with alternatives).
+
+Two steps with a clean seam between them:
+
+1. ``ink_map(gray)``: where the ink is. It returns an ``InkMap`` (ink strength, light on black, and a
+   boolean mask of the ink). This module's version is deliberately simple — flatten the lighting with a
+   coarse closing of the paper, then a per-picture Otsu threshold with hysteresis — and is the one
+   function to swap for the photo-proof ``ink_mask`` of issue 13 part A: anything that returns an
+   ``InkMap`` for a gray picture plugs in (``segment_number(gray, ink=...)``).
+2. ``segment_number``: connected components of the mask (``components.label``), specks dropped, pieces
+   of one digit merged (a 5's detached bar, a 7's cross stroke), components far wider than a digit split
+   at the column-projection minimum (two touching digits), sorted left to right into ``Place``s. A
+   place wide enough to be two digits also carries other readings (cut at its emptiest columns).
+3. The caller classifies ``candidates(places)`` in ONE batch and ``choose(places, confidence)`` picks
+   each place's reading (``DataPlane.read``): the shapes propose, the classifier settles doubtful cuts.
+
+Each digit comes back as a light-on-black crop of the ink map holding only that digit's own pixels (a
+neighbour's stroke reaching into its box is left out), ready for MNIST normalisation
+(``normalise.batch_to_model_input``), and a box in the coordinates of the picture given.
+
+When part A's photo-proof normalisation lands, two things plug in here: its ink mask as ``ink`` (or as
+the body of ``ink_map``), and, if its decoder hands back a reduced picture of a big JPEG, the factor
+to scale boxes back to the upright picture's pixels (``_to_picture`` does this for our own reduction).
+
+Big pictures are segmented on a reduced copy (``WORK_MAX_SIDE``): a digit is a few hundred pixels at
+most in a phone photo, and 1024 px across still leaves a digit of 10 % of the short side ~75 px tall,
+far more than the 20 px MNIST keeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from .label_image import Components, label
+
+__all__ = ["WORK_MAX_SIDE", "Digit", "InkMap", "Place", "TooManyPieces", "candidates", "choose", "ink_map",
+           "segment_number"]
+
+#: Longest side of the copy a picture is segmented on; bigger pictures are reduced first.
+WORK_MAX_SIDE = 1024
+# The paper is estimated on a copy whose short side is this many pixels: coarse enough that a pen
+# stroke disappears under the closing, fine enough to follow a lighting gradient or a vignette.
+_PAPER_SIDE = 48
+_PAPER_KERNEL = 9  # closing window on that copy (odd): wider than a stroke of a digit filling the picture
+_MIN_CONTRAST = 48  # ink must be at least this much darker than its paper (0-255, after flattening)
+_LOW_FRACTION = 0.5  # hysteresis: faint ink down to this fraction of the threshold joins strong ink
+_NOISE_PERCENTILE = 99.5  # ... but never below this percentile of the paper's strength (its noise)
+# Shape rules, as fractions of the line height (the typical height of the tall pieces).
+_SPECK = 0.2  # pieces whose longest side is under this are specks (dots, noise, pen taps)
+_TALL = 0.6  # pieces at least this tall are digits (or a digit's main stroke) on their own
+_SMALL_DIGIT = 0.35  # a lone short piece (or cluster) is a digit only when at least this tall
+_WIDE = 1.2  # a piece wider than this (times its height) may be two touching digits
+_CUT_SHARE = 0.45  # ... split only where a column holds at most this share of the typical column's ink
+_MAYBE_TWO = 0.8  # a piece wider than this (times its height) is also read cut in two, to compare
+_ALTERNATIVE_CUTS = 5  # ... at this many of its emptiest columns
+# Choosing between readings of a place (``choose``), in log-confidence units per extra digit. Set on
+# bench.numbercorpus seeds 3 and 4 (the tests use seed 1), 600 numbers each style: against always
+# taking the shapes' own reading, +0.5 % whole-string on plain numbers and +1.4 % on photographed ones.
+_EXTRA_DIGIT_COST = 0.3
+_TWO_DIGIT_RATIO = 1.2
+_WIDTH_WEIGHT = 0.5
+
+
+@dataclass(frozen=True)
+class InkMap:
+    """Where the ink is: ``strength`` (uint8, 0 = paper, light on black) and ``mask`` (bool, ink)."""
+
+    strength: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass(frozen=True)
+class Digit:
+    """One digit: its ink crop (uint8, light on black, other digits blanked) and its box (x0, y0, x1,
+    y1; end-exclusive) in the coordinates of the picture given to ``segment_number``."""
+
+    crop: np.ndarray
+    box: tuple[int, int, int, int]
+
+
+class TooManyPieces(ValueError):
+    """More candidate digits than the caller allows; raised before any expensive step."""
+
+    def __init__(self, found: int, limit: int) -> None:
+        super().__init__(f"{found} pieces of ink, more than {limit}")
+        self.found = found
+        self.limit = limit
+
+
+# ---- step 1: the ink ----------------------------------------------------------------------------
+
+
+def ink_map(gray: np.ndarray) -> InkMap:
+    """Ink strength and mask of a 2-D uint8 gray picture, dark ink on light paper or the reverse.
+
+    The paper is what a coarse morphological closing leaves (strokes are thin, lighting is smooth);
+    ink is how much darker than its own paper a pixel is, relative to that paper (so ink in a shadow
+    counts as much as ink in the light). The threshold is Otsu's on that strength, never below
+    ``_MIN_CONTRAST``; pixels above half of it join the mask only where they touch pixels above it.
+    """
+    gray = np.asarray(gray, dtype=np.uint8)
+    if _dark_background(gray):
+        gray = 255 - gray  # light ink on dark (MNIST, a blackboard): make it dark on light
+    paper = _paper(gray)
+    g = gray.astype(np.float32)
+    strength = np.clip((paper - g) * (255.0 / np.maximum(paper, 16.0)), 0, 255).astype(np.uint8)
+    high = max(_otsu(strength), _MIN_CONTRAST)
+    strong = strength >= high
+    if not strong.any():
+        return InkMap(strength, strong)
+    # The faint threshold stays above the paper's own noise (amplified where the paper is dark), or
+    # noise pixels chain up into bridges between digits written well apart.
+    sample = strength[::3, ::3]
+    paper_noise = float(np.percentile(sample[sample < high], _NOISE_PERCENTILE)) if sample.size else 0.0
+    weak = strength >= max(int(high * _LOW_FRACTION), int(paper_noise) + 1)
+    pieces = label(weak)
+    keep = np.zeros(pieces.count + 1, dtype=bool)
+    keep[np.unique(pieces.labels[strong])] = True
+    keep[0] = False
+    return InkMap(strength, keep[pieces.labels])
+
+
+def _dark_background(gray: np.ndarray) -> bool:
+    """Light ink on a dark ground: most of the picture is nearer its darkest than its brightest.
+
+    Ink is the minority of pixels whatever its colour, so the median tells the ground. (The border
+    does not: a vignette or a dim corner makes the border of a light page dark.)
+    """
+    sample = gray[::2, ::2]
+    low, middle, high = np.percentile(sample, (2, 50, 98))
+    return bool(middle - low < high - middle)
+
+
+def _paper(gray: np.ndarray) -> np.ndarray:
+    """The paper's brightness under each pixel (float32), estimated at a coarse scale."""
+    height, width = gray.shape
+    scale = _PAPER_SIDE / min(height, width)
+    small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = Image.fromarray(gray).resize(small_size, Image.Resampling.BOX if scale < 1 else
+                                         Image.Resampling.BILINEAR)
+    # Edge padding (the border pixel repeated) lets the closing follow a gradient right up to the
+    # frame: without it a vignette's dark corners come out darker than their "paper", i.e. as ink.
+    pad = 2 * _PAPER_KERNEL
+    padded = Image.fromarray(np.pad(np.asarray(small), pad, mode="edge"))
+    closed = padded.filter(ImageFilter.MaxFilter(_PAPER_KERNEL)).filter(ImageFilter.MinFilter(_PAPER_KERNEL))
+    closed = closed.filter(ImageFilter.BoxBlur(2)).crop((pad, pad, pad + small_size[0], pad + small_size[1]))
+    return np.asarray(closed.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def _otsu(strength: np.ndarray) -> int:
+    """Otsu's threshold of a uint8 image (the level that best separates two classes)."""
+    hist = np.bincount(strength.ravel(), minlength=256).astype(np.float64)
+    total = hist.sum()
+    levels = np.arange(256, dtype=np.float64)
+    weight0 = np.cumsum(hist)
+    mass0 = np.cumsum(hist * levels)
+    weight1 = total - weight0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean0 = mass0 / weight0
+        mean1 = (mass0[-1] - mass0) / weight1
+        between = weight0 * weight1 * (mean0 - mean1) ** 2
+    between = np.nan_to_num(between[:-1])
+    return int(np.argmax(between)) + 1 if between.any() else 256
+
+
+# ---- step 2: the digits -------------------------------------------------------------------------
+
+
+@dataclass
+class _Group:
+    """Pieces (component labels) that make one digit, and their joint box."""
+
+    labels: list[int]
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    def absorb(self, other: _Group) -> None:
+        self.labels += other.labels
+        self.x0, self.y0 = min(self.x0, other.x0), min(self.y0, other.y0)
+        self.x1, self.y1 = max(self.x1, other.x1), max(self.y1, other.y1)
+
+    def overlap(self, other: _Group) -> int:
+        """Columns the two share."""
+        return max(0, min(self.x1, other.x1) - max(self.x0, other.x0))
+
+
+@dataclass(frozen=True)
+class Place:
+    """One stretch of the line and the ways to read it: ``options[0]`` is what the shapes say (one
+    digit, or several where the ink is clearly several touching digits); the others cut it elsewhere.
+    The classifier's confidence picks one (``choose``): a cut between two digits gives two confident
+    digits, a cut through one digit does not."""
+
+    options: tuple[tuple[Digit, ...], ...]
+    ratio: float  # width / height of the place's ink
+
+
+def segment_number(gray: np.ndarray, *, max_pieces: int = 32,
+                   ink: Callable[[np.ndarray], InkMap] = ink_map) -> list[Place]:
+    """The places of a number written on one line, left to right; [] when there is no ink.
+
+    ``max_pieces`` bounds the digits (after specks are dropped and pieces merged): more raise
+    ``TooManyPieces`` before any crop is made, so a picture of noise costs little.
+    """
+    gray = np.asarray(gray)
+    if gray.ndim != 2 or gray.size == 0:
+        raise ValueError(f"a picture must be a non-empty 2-D gray array, got shape {gray.shape}")
+    work, scale = _reduced(gray)
+    found = ink(work)
+    parts = label(found.mask)
+    groups = _digit_groups(parts, max_pieces)
+    places = []
+    for group in groups:
+        options = []
+        for cuts in _cut_options(group, parts):
+            digits, heights = [], []
+            for x0, x1 in cuts:
+                crop, box = _crop(group, x0, x1, parts, found.strength)
+                if crop is not None:
+                    digits.append(Digit(crop, _to_picture(box, scale, gray.shape)))
+                    heights.append(box[3] - box[1])
+            if options and min(heights, default=0) < _SMALL_DIGIT * group.height:
+                continue  # another cut that leaves a sliver (the end of a stroke) is no reading
+            if digits and all(len(d) != len(digits) or
+                              [x.box for x in d] != [x.box for x in digits] for d in options):
+                options.append(tuple(digits))
+        if options:
+            places.append(Place(tuple(options), group.width / max(group.height, 1)))
+    if sum(len(p.options[0]) for p in places) > max_pieces:
+        raise TooManyPieces(sum(len(p.options[0]) for p in places), max_pieces)
+    return places
+
+
+def candidates(places: list[Place]) -> list[Digit]:
+    """Every digit of every option, in a fixed order: the batch to classify before ``choose``."""
+    return [digit for place in places for option in place.options for digit in option]
+
+
+def choose(places: list[Place], confidence: np.ndarray) -> list[int]:
+    """Indices (into ``candidates(places)``) of the digits read: per place, the option with the best
+    score, the sum of its digits' log-confidences less a cost per digit more than the shapes' own
+    reading. The cost falls as the place gets wider (a place 1.2 times as wide as tall costs
+    ``_EXTRA_DIGIT_COST`` per extra digit; wider is cheaper, narrower dearer): the model is confident
+    about halves of a digit too, so confidence alone would cut a 0 into two 1s."""
+    log_confidence = np.log(np.maximum(np.asarray(confidence, dtype=np.float64), 1e-9))
+    chosen: list[int] = []
+    at = 0
+    for place in places:
+        spans = []
+        for option in place.options:
+            spans.append(range(at, at + len(option)))
+            at += len(option)
+        own = len(spans[0])
+        cost = _EXTRA_DIGIT_COST + _WIDTH_WEIGHT * (_TWO_DIGIT_RATIO - place.ratio)
+        scores = [float(log_confidence[span].sum()) - (len(span) - own) * cost for span in spans]
+        chosen.extend(spans[int(np.argmax(scores))])
+    return chosen
+
+
+def _reduced(gray: np.ndarray) -> tuple[np.ndarray, float]:
+    """The picture at most ``WORK_MAX_SIDE`` on its longest side, and the factor applied."""
+    longest = max(gray.shape)
+    if longest <= WORK_MAX_SIDE:
+        return np.ascontiguousarray(gray, dtype=np.uint8), 1.0
+    scale = WORK_MAX_SIDE / longest
+    size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+    small = Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8)).resize(size, Image.Resampling.BOX)
+    return np.asarray(small), scale
+
+
+def _to_picture(box: tuple[int, int, int, int], scale: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """A box on the reduced copy -> the same box on the picture given (rounded outwards, clipped)."""
+    if scale == 1.0:
+        return box
+    height, width = shape
+    x0, y0, x1, y1 = box
+    return (max(0, int(x0 / scale)), max(0, int(y0 / scale)),
+            min(width, int(np.ceil(x1 / scale))), min(height, int(np.ceil(y1 / scale))))
+
+
+def _digit_groups(parts: Components, max_pieces: int) -> list[_Group]:
+    """Components -> groups of pieces, one per digit (before splitting), left to right."""
+    if parts.count == 0:
+        return []
+    boxes, areas = parts.boxes, parts.areas
+    heights = boxes[:, 3] - boxes[:, 1]
+    widths = boxes[:, 2] - boxes[:, 0]
+    # The line height: the median height of the substantial pieces (a speck or a bar does not count).
+    substantial = areas >= 0.25 * areas.max()
+    line = float(np.median(heights[substantial]))
+    longest = np.maximum(heights, widths)
+    kept = np.flatnonzero((longest >= _SPECK * line) & (areas >= 0.02 * areas.max()))
+    if len(kept) > 2 * max_pieces:  # pieces of one digit are merged below, so allow two per digit
+        raise TooManyPieces(len(kept), max_pieces)
+    groups = [_Group([int(i) + 1], *map(int, boxes[i])) for i in kept]
+    tall = [g for g in groups if g.height >= _TALL * line]
+    short = sorted((g for g in groups if g.height < _TALL * line), key=lambda g: -g.width * g.height)
+    loose: list[_Group] = []
+    for piece in short:
+        # A short piece belongs to the tall piece it shares most columns with (a 5's bar sits on its
+        # body, a 7's cross stroke on its stem); it must share at least a third of its own width.
+        best = max(tall, key=piece.overlap, default=None)
+        if best is not None and piece.overlap(best) >= piece.width / 3:
+            best.absorb(piece)
+            continue
+        mate = max(loose, key=piece.overlap, default=None)
+        if mate is not None and piece.overlap(mate) >= min(piece.width, mate.width) / 3:
+            mate.absorb(piece)
+        else:
+            loose.append(piece)
+    digits = tall + [g for g in loose if g.height >= _SMALL_DIGIT * line or g.width >= _TALL * line]
+    return sorted(digits, key=lambda g: (g.x0 + g.x1) / 2)
+
+
+def _cut_options(group: _Group, parts: Components) -> list[list[tuple[int, int]]]:
+    """Ways to cut a group into digits: first ``_split``'s, then (for a group wide enough to be two
+    digits) a cut at each of the emptiest columns, each side split further as ``_split`` would."""
+    options = [_split(group, parts)]
+    if group.width <= _MAYBE_TWO * group.height:
+        return options
+    columns = _columns(group, parts)
+    lo, hi = int(0.15 * group.width), int(0.85 * group.width)
+    inner = columns[lo:hi]
+    if inner.size < 3:
+        return options
+    # Local minima of the column projection (plateaus count once), emptiest first.
+    order = np.argsort(inner, kind="stable")
+    picked: list[int] = []
+    for k in order:
+        if all(abs(int(k) - p) > 0.1 * group.height for p in picked):
+            picked.append(int(k))
+        if len(picked) == _ALTERNATIVE_CUTS:
+            break
+    options.append([(group.x0, group.x1)])
+    for k in picked:
+        cut = group.x0 + lo + k
+        left = _split(_Group(group.labels, group.x0, group.y0, cut, group.y1), parts)
+        right = _split(_Group(group.labels, cut, group.y0, group.x1, group.y1), parts)
+        options.append(left + right)
+    return options
+
+
+def _columns(group: _Group, parts: Components) -> np.ndarray:
+    """How many of the group's own pixels each of its columns holds."""
+    window = parts.labels[group.y0:group.y1, group.x0:group.x1]
+    return np.isin(window, group.labels).sum(axis=0)
+
+
+def _split(group: _Group, parts: Components) -> list[tuple[int, int]]:
+    """Column ranges of the digits in a group: one, unless it is clearly several touching digits.
+
+    A group far wider than tall is cut into as many digits as its width holds (a digit is about
+    0.7 of its height wide), each cut at the emptiest column near where it is expected, and only if
+    that column is nearly empty (two strokes touching, not the middle of one digit).
+    """
+    if group.width <= _WIDE * group.height:
+        return [(group.x0, group.x1)]
+    pieces = max(2, round(group.width / (0.75 * group.height)))
+    columns = _columns(group, parts)
+    typical = float(np.median(columns[columns > 0])) if columns.any() else 0.0
+    step = group.width / pieces
+    cuts = [0]
+    for k in range(1, pieces):
+        lo = max(cuts[-1] + 1, int(k * step - 0.35 * step))
+        hi = min(group.width - 1, int(k * step + 0.35 * step))
+        if hi <= lo:
+            continue
+        at = lo + int(np.argmin(columns[lo:hi]))
+        if columns[at] <= _CUT_SHARE * typical:
+            cuts.append(at)
+    cuts.append(group.width)
+    return [(group.x0 + a, group.x0 + b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+
+
+def _crop(group: _Group, x0: int, x1: int, parts: Components,
+          strength: np.ndarray) -> tuple[np.ndarray | None, tuple[int, int, int, int]]:
+    """The digit's own ink within columns x0..x1 (tight box), light on black, with a dark margin."""
+    window = parts.labels[group.y0:group.y1, x0:x1]
+    own = np.isin(window, group.labels)
+    rows = np.flatnonzero(own.any(axis=1))
+    cols = np.flatnonzero(own.any(axis=0))
+    if rows.size == 0:
+        return None, (x0, group.y0, x1, group.y1)
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    ink = strength[group.y0 + top:group.y0 + bottom, x0 + left:x0 + right]
+    own = own[top:bottom, left:right]
+    # One pixel of slack around the mask keeps the antialiased edge of the strokes (fainter than the
+    # mask's threshold), but never a pixel that belongs to another piece of ink.
+    free = window[top:bottom, left:right] == 0
+    grown = own.copy()
+    grown[1:] |= own[:-1]
+    grown[:-1] |= own[1:]
+    grown[:, 1:] |= own[:, :-1]
+    grown[:, :-1] |= own[:, 1:]
+    digit = np.where(own | (grown & free), ink, 0).astype(np.uint8)
+    # A margin of paper: the border is then certainly background for the normaliser, and the crop is
+    # never exactly 28x28 (which the normaliser would take as an MNIST digit and use as is).
+    margin = 2 if digit.shape != (24, 24) else 3
+    crop = np.pad(digit, margin)
+    box = (x0 + left, group.y0 + top, x0 + right, group.y0 + bottom)
+    return crop, box

@@ -1,0 +1,328 @@
+"""Reading numbers (POST /read): a picture of several digits on one line -> the string and a box per digit.
+
+Behaviour through a real gunicorn (body forms, boxes, EXIF orientation, empty pictures, the
+MAX_READ_DIGITS limit, bad input, metrics); accuracy in-process on fixed seeds of
+``bench.numbercorpus`` (numbers of 2-8 MNIST *test* digits, plain and photographed); and property
+tests of the connected-component labelling and of segmentation on random masks.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from collections import deque
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image
+
+from bench.numbercorpus import NumberPicture, generate, mnist_test_digits, score
+from service.pictures.label_image import label
+from service.pictures.segment import InkMap, candidates, segment_number
+
+# Accuracy floors on the fixed seeds below (measured: see the issue's closing note). The model alone
+# classifies ~98 % of MNIST test digits right, so a number of 2-8 digits is fully right at best ~90 %
+# of the time; the plain floor sits just under what the reader reaches.
+PLAIN_WHOLE_STRING, PLAIN_PER_DIGIT = 0.88, 0.94
+PHOTO_WHOLE_STRING, PHOTO_PER_DIGIT = 0.78, 0.84
+SEED, COUNT = 1, 200
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    return mnist_test_digits()
+
+
+@pytest.fixture(scope="module")
+def plain(digits) -> list[NumberPicture]:
+    images, labels = digits
+    return generate(COUNT, style="plain", seed=SEED, images=images, labels=labels)
+
+
+@pytest.fixture(scope="module")
+def photos(digits) -> list[NumberPicture]:
+    images, labels = digits
+    return generate(COUNT, style="photo", seed=SEED, images=images, labels=labels)
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def overlap(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def a_clear_number(plain: list[NumberPicture], server) -> NumberPicture:
+    """A plain sample of 4+ well-spaced digits that the server reads right (the behaviour tests are
+    about the API, not about accuracy)."""
+    for sample in plain:
+        if sample.spacing == "wide" and len(sample.text) >= 4:
+            answer = requests.post(server.url + "/read", data=sample.data,
+                                   headers={"Content-Type": "image/png"}, timeout=30).json()
+            if answer["text"] == sample.text:
+                return sample
+    raise AssertionError("no wide-spaced number of the corpus is read right")
+
+
+# ---- behaviour, through a real gunicorn ---------------------------------------------------------
+
+
+def test_three_body_forms_give_the_same_reading_with_boxes_on_the_digits(server, plain) -> None:
+    sample = a_clear_number(plain, server)
+    url = server.url + "/v1/models/mnist/read?top_k=2"
+    raw = requests.post(url, data=sample.data, headers={"Content-Type": "image/png"}, timeout=30)
+    form = requests.post(url, files={"picture": ("n.png", sample.data, "image/png")}, timeout=30)
+    js = requests.post(url, json={"image": base64.b64encode(sample.data).decode()}, timeout=30)
+    for response in (raw, form, js):
+        assert response.status_code == 200, response.text
+        assert response.json() == raw.json()
+    body = raw.json()
+    assert body["model_name"] == "mnist" and body["model_version"].isdigit()
+    assert body["text"] == sample.text
+    assert len(body["digits"]) == len(sample.text)
+    width, height = Image.open(io.BytesIO(sample.data)).size
+    for entry, char, truth in zip(body["digits"], body["text"], sample.boxes, strict=True):
+        assert entry["label"] == char and entry["index"] == int(char)
+        assert 0 < entry["probability"] <= 1
+        assert [t["label"] for t in entry["top_k"]][:1] == [char] and len(entry["top_k"]) == 2
+        x0, y0, x1, y1 = entry["box"]
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        assert overlap(entry["box"], truth) > 0.7, (entry["box"], truth)
+    # The default model's route answers the same; top_k=0 leaves the lists empty.
+    default = requests.post(server.url + "/read?top_k=0", data=sample.data,
+                            headers={"Content-Type": "image/png"}, timeout=30).json()
+    assert default["text"] == sample.text and all(d["top_k"] == [] for d in default["digits"])
+
+
+def test_boxes_are_in_the_upright_pictures_coordinates(server, plain) -> None:
+    """A phone stores the picture sideways with EXIF orientation 6: boxes refer to the upright picture."""
+    sample = a_clear_number(plain, server)
+    upright = Image.open(io.BytesIO(sample.data)).convert("L")
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what orientation 6 turns back upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    stored.save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
+    body = requests.post(server.url + "/read", data=buffer.getvalue(),
+                         headers={"Content-Type": "image/jpeg"}, timeout=30).json()
+    assert body["text"] == sample.text
+    for entry, truth in zip(body["digits"], sample.boxes, strict=True):
+        assert overlap(entry["box"], truth) > 0.6, (entry["box"], truth)
+
+
+def test_a_picture_without_ink_reads_as_an_empty_string(server) -> None:
+    for blank in (np.full((120, 400), 255, np.uint8), np.zeros((28, 28), np.uint8),
+                  np.full((300, 300), 180, np.uint8)):
+        response = requests.post(server.url + "/read", data=png(blank), headers={"Content-Type": "image/png"},
+                                 timeout=30)
+        assert response.status_code == 200, response.text
+        assert response.json()["text"] == "" and response.json()["digits"] == []
+
+
+def test_more_pieces_than_max_read_digits_is_a_clear_422(server) -> None:
+    dots = np.full((200, 900), 255, np.uint8)
+    for k in range(40):  # 40 separate strokes of the same size
+        x = 10 + 22 * k
+        dots[60:140, x:x + 8] = 0
+    response = requests.post(server.url + "/read", data=png(dots), headers={"Content-Type": "image/png"},
+                             timeout=30)
+    assert response.status_code == 422
+    assert "MAX_READ_DIGITS" in response.json()["error"] and "32" in response.json()["error"]
+    assert requests.get(server.url + "/v2/health/ready", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(("kwargs", "status", "words"), [
+    ({"data": b"not a picture", "headers": {"Content-Type": "image/png"}}, 415, "not a supported image"),
+    ({"data": b"", "headers": {"Content-Type": "image/png"}}, 400, "empty"),
+    ({"data": b"hello", "headers": {"Content-Type": "text/plain"}}, 415, "Content-Type"),
+    ({"json": {"images": ["aGVsbG8="]}}, 400, '"image"'),
+    ({"json": {"image": "***"}}, 400, "base64"),
+    ({"data": b"{", "headers": {"Content-Type": "application/json"}}, 400, "JSON"),
+    ({"files": [("a", ("a.png", b"x", "image/png")), ("b", ("b.png", b"x", "image/png"))]}, 400, "exactly one"),
+    ({"data": {"note": "x"}, "files": {"f": ("a.png", b"x", "image/png")}}, 400, "not a file"),
+])
+def test_bad_input_gets_a_json_4xx(server, kwargs, status, words) -> None:
+    response = requests.post(server.url + "/read", timeout=30, **kwargs)
+    assert response.status_code == status, response.text
+    assert words in response.json()["error"]
+
+
+def test_wrong_model_top_k_or_version_is_refused(server, plain) -> None:
+    data = plain[0].data
+    headers = {"Content-Type": "image/png"}
+    cases = [("/v1/models/nope/read", 404, "nope"), ("/v1/models/fashion-mnist/read", 400, "digit"),
+             ("/read?top_k=11", 400, "top_k"), ("/read?version=x", 400, "version"),
+             ("/read?version=99", 404, "99")]
+    for path, status, words in cases:
+        response = requests.post(server.url + path, data=data, headers=headers, timeout=30)
+        assert response.status_code == status, (path, response.text)
+        assert words in response.json()["error"], path
+
+
+def test_read_requests_are_counted_under_their_route(server, plain) -> None:
+    requests.post(server.url + "/v1/models/mnist/read", data=plain[1].data, headers={"Content-Type": "image/png"},
+                  timeout=30).raise_for_status()
+    text = server.metrics().text
+    assert re.search(r'mnist_http_requests_total\{[^}]*route="/v1/models/<name>/read"[^}]*status="200"', text)
+    assert re.search(r'mnist_http_requests_total\{[^}]*route="/read"[^}]*status="422"', text)
+
+
+def test_a_detached_bar_joins_its_digit_and_specks_are_dropped() -> None:
+    """A 5 whose top bar does not touch its body, a 7 beside it and pen specks: two digits, the 5's box
+    holding its bar."""
+    from PIL import ImageDraw
+
+    picture = Image.new("L", (260, 140), 255)
+    pen = ImageDraw.Draw(picture)
+    pen.line([(40, 22), (88, 22)], fill=0, width=7)  # the 5's bar, apart from its body
+    pen.line([(42, 34), (40, 66)], fill=0, width=7)
+    pen.arc([(34, 56), (94, 116)], start=-120, end=140, fill=0, width=7)
+    pen.line([(150, 24), (210, 24), (175, 116)], fill=0, width=7, joint="curve")  # a 7
+    for x, y in [(120, 130), (240, 10), (15, 100)]:
+        pen.ellipse([(x, y), (x + 3, y + 3)], fill=0)
+    places = segment_number(np.asarray(picture))
+    assert len(places) == 2
+    five, seven = (place.options[0] for place in places)
+    assert len(five) == 1 and len(seven) == 1
+    x0, y0, x1, y1 = five[0].box
+    assert y0 <= 20 and x0 <= 40 and x1 >= 88 and y1 >= 112  # bar and body in one box
+    assert seven[0].box[0] >= 145
+
+
+# ---- accuracy, in-process on fixed seeds --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The data plane of an app built as the server builds it (no HTTP: accuracy, not transport)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RUNTIME_DIR", str(tmp_path_factory.mktemp("read-runtime")))
+        patch.setenv("POLL_INTERVAL_S", "0")
+        from service.build import build
+
+        service = build()
+        service.start()
+        yield service.plane
+
+
+def read_all(plane, samples: list[NumberPicture]) -> list[dict]:
+    from service.dataplane import Timings
+
+    return [plane.read(None, {"top_k": "0"}, sample.data, Timings()) for sample in samples]
+
+
+def boxes_on_their_digits(samples: list[NumberPicture], answers: list[dict]) -> float:
+    """Share of the digits of rightly read numbers whose box overlaps the true one (IoU > 0.5)."""
+    pairs = [(d["box"], truth) for s, a in zip(samples, answers, strict=True) if a["text"] == s.text
+             for d, truth in zip(a["digits"], s.boxes, strict=True)]
+    return sum(overlap(box, truth) > 0.5 for box, truth in pairs) / len(pairs)
+
+
+def test_plain_numbers_accuracy(plane, plain) -> None:
+    answers = read_all(plane, plain)
+    figures = score(plain, answers)
+    print("plain", figures, "boxes", boxes_on_their_digits(plain, answers))
+    assert figures["whole_string"] >= PLAIN_WHOLE_STRING, figures
+    assert figures["per_digit"] >= PLAIN_PER_DIGIT, figures
+    assert boxes_on_their_digits(plain, answers) >= 0.97
+
+
+def test_photographed_numbers_accuracy(plane, photos) -> None:
+    """Frames up to 1600 px wide: the reader works on a reduced copy and scales the boxes back."""
+    answers = read_all(plane, photos)
+    figures = score(photos, answers)
+    print("photo", figures, "boxes", boxes_on_their_digits(photos, answers))
+    assert figures["whole_string"] >= PHOTO_WHOLE_STRING, figures
+    assert figures["per_digit"] >= PHOTO_PER_DIGIT, figures
+    assert boxes_on_their_digits(photos, answers) >= 0.95
+
+
+# ---- properties ---------------------------------------------------------------------------------
+
+
+def reference_labels(mask: np.ndarray) -> int:
+    """Component count by breadth-first search (slow, obviously right)."""
+    seen = np.zeros_like(mask)
+    count = 0
+    height, width = mask.shape
+    for y, x in zip(*np.nonzero(mask), strict=True):
+        if seen[y, x]:
+            continue
+        count += 1
+        seen[y, x] = True
+        queue = deque([(y, x)])
+        while queue:
+            cy, cx = queue.popleft()
+            for ny in range(max(cy - 1, 0), min(cy + 2, height)):
+                for nx in range(max(cx - 1, 0), min(cx + 2, width)):
+                    if mask[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        queue.append((ny, nx))
+    return count
+
+
+masks = arrays(np.bool_, st.tuples(st.integers(1, 40), st.integers(1, 60)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(masks)
+def test_labelling_matches_a_breadth_first_search(mask: np.ndarray) -> None:
+    found = label(mask)
+    assert found.count == reference_labels(mask)
+    assert np.array_equal(found.labels > 0, mask)
+    for index in range(found.count):
+        ys, xs = np.nonzero(found.labels == index + 1)
+        assert list(found.boxes[index]) == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+        assert found.areas[index] == len(ys)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(arrays(np.bool_, st.tuples(st.integers(1, 80), st.integers(1, 160))))
+def test_segmentation_of_any_mask_never_crashes_and_stays_in_the_picture(mask: np.ndarray) -> None:
+    strength = np.where(mask, 200, 0).astype(np.uint8)
+    gray = 255 - strength
+    try:
+        places = segment_number(gray, max_pieces=32, ink=lambda _: InkMap(strength, mask))
+    except ValueError as exc:  # TooManyPieces is the only refusal
+        assert "more than 32" in str(exc)
+        return
+    components = label(mask).count
+    assert len(places) <= components
+    height, width = mask.shape
+    for digit in candidates(places):
+        x0, y0, x1, y1 = digit.box
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        assert mask[y0:y1, x0:x1].any()
+        assert digit.crop.ndim == 2 and digit.crop.max() > 0
+    for place in places:
+        assert all(len(option) >= 1 for option in place.options)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(arrays(np.uint8, st.tuples(st.integers(1, 70), st.integers(1, 120))))
+def test_segmentation_of_any_gray_picture_never_crashes(gray: np.ndarray) -> None:
+    """The whole path from gray pixels (our ink map included) on arbitrary pictures, odd sizes too."""
+    try:
+        places = segment_number(gray, max_pieces=32)
+    except ValueError as exc:
+        assert "more than 32" in str(exc)
+        return
+    height, width = gray.shape
+    for digit in candidates(places):
+        x0, y0, x1, y1 = digit.box
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
