@@ -20,7 +20,7 @@ from .errors import BadRequest, Unprocessable
 from .items import check_item_count
 from .model_status import model_status
 from .pictures import batch as pictures
-from .pictures.decode import decode_image
+from .pictures.decode import decode_picture
 from .pictures.normalise import batch_to_model_input
 from .pictures.segment import TooManyPieces, candidates, choose, segment_number
 from .registry import ModelRegistry
@@ -179,10 +179,12 @@ class DataPlane:
         if not all(len(label) == 1 for label in model.labels):
             raise BadRequest(f"model '{model.name}' does not classify digits (its labels are not single "
                              "characters); read numbers with a digit model such as mnist")
-        gray = decode_image(picture, max_pixels=min(self.settings.max_image_pixels, self.settings.max_request_pixels))
+        # A big JPEG comes back reduced (DCT scaling); boxes are scaled back to its upright full size.
+        decoded = decode_picture(picture, max_pixels=min(self.settings.max_image_pixels,
+                                                         self.settings.max_request_pixels))
         limit = self.settings.max_read_digits
         try:
-            places = segment_number(gray, max_pieces=limit)
+            places = segment_number(decoded.gray, max_pieces=limit, size=decoded.size)
         except TooManyPieces as exc:
             raise Unprocessable(
                 f"the picture holds {exc.found} or more separate pieces of ink; at most {limit} digits are "

@@ -125,6 +125,32 @@ def test_boxes_are_in_the_upright_pictures_coordinates(server, plain) -> None:
         assert overlap(entry["box"], truth) > 0.6, (entry["box"], truth)
 
 
+def test_boxes_of_a_big_sideways_photo_are_in_its_full_size_upright_pixels(server, plain) -> None:
+    """A 3000x2000 picture stored sideways (EXIF 6, as a phone does): the decoder reduces it (libjpeg
+    DCT scaling) before segmenting, yet the boxes must land on the digits in the full-size upright
+    picture, not in the reduced copy's pixels."""
+    sample = a_clear_number(plain, server)
+    number = Image.open(io.BytesIO(sample.data)).convert("L")
+    factor = 1500 / number.width  # the number spans half the frame's width
+    offset = (700, 600)
+    upright = Image.new("L", (3000, 2000), 255)
+    upright.paste(number.resize((round(number.width * factor), round(number.height * factor)),
+                                Image.Resampling.BICUBIC), offset)
+    truths = [(offset[0] + x0 * factor, offset[1] + y0 * factor, offset[0] + x1 * factor, offset[1] + y1 * factor)
+              for x0, y0, x1, y1 in sample.boxes]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(buffer, format="JPEG", quality=90, exif=exif.tobytes())
+    body = requests.post(server.url + "/read", data=buffer.getvalue(),
+                         headers={"Content-Type": "image/jpeg"}, timeout=30).json()
+    assert body["text"] == sample.text
+    for entry, truth in zip(body["digits"], truths, strict=True):
+        x0, y0, x1, y1 = entry["box"]
+        assert 0 <= x0 < x1 <= 3000 and 0 <= y0 < y1 <= 2000
+        assert overlap(entry["box"], truth) > 0.7, (entry["box"], truth)
+
+
 def test_a_picture_without_ink_reads_as_an_empty_string(server) -> None:
     for blank in (np.full((120, 400), 255, np.uint8), np.zeros((28, 28), np.uint8),
                   np.full((300, 300), 180, np.uint8)):

@@ -18,9 +18,9 @@ Each digit comes back as a light-on-black crop of the ink map holding only that 
 neighbour's stroke reaching into its box is left out), ready for MNIST normalisation
 (``normalise.batch_to_model_input``), and a box in the coordinates of the picture given.
 
-When part A's photo-proof normalisation lands, two things plug in here: its ink mask as ``ink`` (or as
-the body of ``ink_map``), and, if its decoder hands back a reduced picture of a big JPEG, the factor
-to scale boxes back to the upright picture's pixels (``_to_picture`` does this for our own reduction).
+Boxes are in the pixels of the picture the user sent, upright: the decoder may hand over a reduced copy
+of a big JPEG (``decode.decode_picture``), and this module reduces big pictures once more; the caller
+passes the full size (``size``) and ``_to_picture`` scales each box back in one step.
 
 Big pictures are segmented on a reduced copy (``WORK_MAX_SIDE``): a digit is a few hundred pixels at
 most in a phone photo, and 1024 px across still leaves a digit of 10 % of the short side ~75 px tall,
@@ -210,16 +210,22 @@ class Place:
 
 
 def segment_number(gray: np.ndarray, *, max_pieces: int = 32,
-                   ink: Callable[[np.ndarray], InkMap] = ink_map) -> list[Place]:
+                   ink: Callable[[np.ndarray], InkMap] = ink_map,
+                   size: tuple[int, int] | None = None) -> list[Place]:
     """The places of a number written on one line, left to right; [] when there is no ink.
 
     ``max_pieces`` bounds the digits (after specks are dropped and pieces merged): more raise
-    ``TooManyPieces`` before any crop is made, so a picture of noise costs little.
+    ``TooManyPieces`` before any crop is made, so a picture of noise costs little. ``size`` is the
+    (width, height) of the picture the boxes refer to, when ``gray`` is a reduced copy of it (the
+    decoder shrinks a big JPEG while decoding: ``DecodedPicture.size``); by default ``gray``'s own.
+    The boxes are scaled from the copy segmented in one step (one rounding, outwards).
     """
     gray = np.asarray(gray)
     if gray.ndim != 2 or gray.size == 0:
         raise ValueError(f"a picture must be a non-empty 2-D gray array, got shape {gray.shape}")
-    work, scale = _reduced(gray)
+    if size is None:
+        size = (gray.shape[1], gray.shape[0])
+    work = _reduced(gray)
     found = ink(work)
     parts = label(found.mask)
     groups = _digit_groups(parts, max_pieces)
@@ -231,7 +237,7 @@ def segment_number(gray: np.ndarray, *, max_pieces: int = 32,
             for x0, x1 in cuts:
                 crop, box = _crop(group, x0, x1, parts, found.strength)
                 if crop is not None:
-                    digits.append(Digit(crop, _to_picture(box, scale, gray.shape)))
+                    digits.append(Digit(crop, _to_picture(box, work.shape, size)))
                     heights.append(box[3] - box[1])
             if options and min(heights, default=0) < _SMALL_DIGIT * group.height:
                 continue  # another cut that leaves a sliver (the end of a stroke) is no reading
@@ -271,25 +277,28 @@ def choose(places: list[Place], confidence: np.ndarray) -> list[int]:
     return chosen
 
 
-def _reduced(gray: np.ndarray) -> tuple[np.ndarray, float]:
-    """The picture at most ``WORK_MAX_SIDE`` on its longest side, and the factor applied."""
+def _reduced(gray: np.ndarray) -> np.ndarray:
+    """The picture at most ``WORK_MAX_SIDE`` on its longest side."""
     longest = max(gray.shape)
     if longest <= WORK_MAX_SIDE:
-        return np.ascontiguousarray(gray, dtype=np.uint8), 1.0
+        return np.ascontiguousarray(gray, dtype=np.uint8)
     scale = WORK_MAX_SIDE / longest
     size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
-    small = Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8)).resize(size, Image.Resampling.BOX)
-    return np.asarray(small), scale
+    return np.asarray(Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8)).resize(size, Image.Resampling.BOX))
 
 
-def _to_picture(box: tuple[int, int, int, int], scale: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """A box on the reduced copy -> the same box on the picture given (rounded outwards, clipped)."""
-    if scale == 1.0:
-        return box
+def _to_picture(box: tuple[int, int, int, int], shape: tuple[int, ...],
+                size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A box on the copy segmented (``shape``: rows, columns) -> the same box on the picture of ``size``
+    (width, height), rounded outwards and clipped. Each axis has its own factor: a reduction rounds
+    each side on its own (libjpeg's DCT scaling rounds up)."""
     height, width = shape
+    if (width, height) == size:
+        return box
+    sx, sy = size[0] / width, size[1] / height
     x0, y0, x1, y1 = box
-    return (max(0, int(x0 / scale)), max(0, int(y0 / scale)),
-            min(width, int(np.ceil(x1 / scale))), min(height, int(np.ceil(y1 / scale))))
+    return (max(0, int(x0 * sx)), max(0, int(y0 * sy)),
+            min(size[0], int(np.ceil(x1 * sx))), min(size[1], int(np.ceil(y1 * sy))))
 
 
 def _digit_groups(parts: Components, max_pieces: int) -> list[_Group]:
