@@ -23,7 +23,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from bench.numbercorpus import NumberPicture, generate, mnist_test_digits, score
-from service.pictures.label_image import label
+from service.pictures.components import label_runs
 from service.pictures.segment import InkMap, candidates, segment_number
 
 # Accuracy floors on the fixed seeds below (measured: see the closing note). The model alone
@@ -308,13 +308,20 @@ masks = arrays(np.bool_, st.tuples(st.integers(1, 40), st.integers(1, 60)))
 @settings(max_examples=200, deadline=None)
 @given(masks)
 def test_labelling_matches_a_breadth_first_search(mask: np.ndarray) -> None:
-    found = label(mask)
+    found = label_runs(mask)
     assert found.count == reference_labels(mask)
-    assert np.array_equal(found.labels > 0, mask)
+    labels = found.label_image()
+    assert np.array_equal(labels > 0, mask)
+    boxes, areas = found.corners(), found.area()
     for index in range(found.count):
-        ys, xs = np.nonzero(found.labels == index + 1)
-        assert list(found.boxes[index]) == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
-        assert found.areas[index] == len(ys)
+        ys, xs = np.nonzero(labels == index + 1)
+        assert list(boxes[index]) == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+        assert areas[index] == len(ys)
+        # one component's pixels are one connected set: the BFS finds exactly one component in them
+        assert reference_labels(labels == index + 1) == 1
+        assert np.array_equal(found.mask(np.arange(found.count) == index), labels == index + 1)
+    ys, xs = np.nonzero(mask)
+    assert np.array_equal(found.label_at(ys, xs) + 1, labels[ys, xs])
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -327,7 +334,7 @@ def test_segmentation_of_any_mask_never_crashes_and_stays_in_the_picture(mask: n
     except ValueError as exc:  # TooManyPieces is the only refusal
         assert "more than 32" in str(exc)
         return
-    components = label(mask).count
+    components = label_runs(mask).count
     assert len(places) <= components
     height, width = mask.shape
     for digit in candidates(places):

@@ -7,7 +7,7 @@ Two steps with a clean seam between them:
    coarse closing of the paper, then a per-picture Otsu threshold with hysteresis — and is the one
    function to swap for the photo-proof ``ink_mask`` of issue 13 part A: anything that returns an
    ``InkMap`` for a gray picture plugs in (``segment_number(gray, ink=...)``).
-2. ``segment_number``: connected components of the mask (``components.label``), specks dropped, pieces
+2. ``segment_number``: connected components of the mask (``components.label_runs``), specks dropped, pieces
    of one digit merged (a 5's detached bar, a 7's cross stroke), components far wider than a digit split
    at the column-projection minimum (two touching digits), sorted left to right into ``Place``s. A
    place wide enough to be two digits also carries other readings (cut at its emptiest columns).
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .label_image import Components, label
+from .components import label_runs
 
 __all__ = ["WORK_MAX_SIDE", "Digit", "InkMap", "Place", "TooManyPieces", "candidates", "choose", "ink_map",
            "segment_number"]
@@ -117,11 +117,11 @@ def ink_map(gray: np.ndarray) -> InkMap:
     sample = strength[::3, ::3]
     paper_noise = float(np.percentile(sample[sample < high], _NOISE_PERCENTILE)) if sample.size else 0.0
     weak = strength >= max(int(high * _LOW_FRACTION), int(paper_noise) + 1)
-    pieces = label(weak)
-    keep = np.zeros(pieces.count + 1, dtype=bool)
-    keep[np.unique(pieces.labels[strong])] = True
-    keep[0] = False
-    return InkMap(strength, keep[pieces.labels])
+    pieces = label_runs(weak)
+    ys, xs = np.nonzero(strong)  # strong pixels are weak ones too (the faint threshold is lower)
+    keep = np.zeros(pieces.count, dtype=bool)
+    keep[pieces.label_at(ys, xs)] = True
+    return InkMap(strength, pieces.mask(keep))
 
 
 def _dark_background(gray: np.ndarray) -> bool:
@@ -168,6 +168,25 @@ def _otsu(strength: np.ndarray) -> int:
 
 
 # ---- step 2: the digits -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Pieces:
+    """The pieces of ink (``components.label_runs``) as segmenting looks at them: a label image
+    (0 = paper, i + 1 = piece i), and per piece its box (x0, y0, x1, y1, end-exclusive) and area."""
+
+    labels: np.ndarray
+    boxes: np.ndarray
+    areas: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return len(self.areas)
+
+
+def _pieces(mask: np.ndarray) -> _Pieces:
+    found = label_runs(np.asarray(mask, dtype=bool))
+    return _Pieces(found.label_image(), found.corners(), found.area())
 
 
 @dataclass
@@ -227,7 +246,7 @@ def segment_number(gray: np.ndarray, *, max_pieces: int = 32,
         size = (gray.shape[1], gray.shape[0])
     work = _reduced(gray)
     found = ink(work)
-    parts = label(found.mask)
+    parts = _pieces(found.mask)
     groups = _digit_groups(parts, max_pieces)
     places = []
     for group in groups:
@@ -301,7 +320,7 @@ def _to_picture(box: tuple[int, int, int, int], shape: tuple[int, ...],
             min(size[0], int(np.ceil(x1 * sx))), min(size[1], int(np.ceil(y1 * sy))))
 
 
-def _digit_groups(parts: Components, max_pieces: int) -> list[_Group]:
+def _digit_groups(parts: _Pieces, max_pieces: int) -> list[_Group]:
     """Components -> groups of pieces, one per digit (before splitting), left to right."""
     if parts.count == 0:
         return []
@@ -335,7 +354,7 @@ def _digit_groups(parts: Components, max_pieces: int) -> list[_Group]:
     return sorted(digits, key=lambda g: (g.x0 + g.x1) / 2)
 
 
-def _cut_options(group: _Group, parts: Components) -> list[list[tuple[int, int]]]:
+def _cut_options(group: _Group, parts: _Pieces) -> list[list[tuple[int, int]]]:
     """Ways to cut a group into digits: first ``_split``'s, then (for a group wide enough to be two
     digits) a cut at each of the emptiest columns, each side split further as ``_split`` would."""
     options = [_split(group, parts)]
@@ -363,13 +382,13 @@ def _cut_options(group: _Group, parts: Components) -> list[list[tuple[int, int]]
     return options
 
 
-def _columns(group: _Group, parts: Components) -> np.ndarray:
+def _columns(group: _Group, parts: _Pieces) -> np.ndarray:
     """How many of the group's own pixels each of its columns holds."""
     window = parts.labels[group.y0:group.y1, group.x0:group.x1]
     return np.isin(window, group.labels).sum(axis=0)
 
 
-def _split(group: _Group, parts: Components) -> list[tuple[int, int]]:
+def _split(group: _Group, parts: _Pieces) -> list[tuple[int, int]]:
     """Column ranges of the digits in a group: one, unless it is clearly several touching digits.
 
     A group far wider than tall is cut into as many digits as its width holds (a digit is about
@@ -395,7 +414,7 @@ def _split(group: _Group, parts: Components) -> list[tuple[int, int]]:
     return [(group.x0 + a, group.x0 + b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
 
 
-def _crop(group: _Group, x0: int, x1: int, parts: Components,
+def _crop(group: _Group, x0: int, x1: int, parts: _Pieces,
           strength: np.ndarray) -> tuple[np.ndarray | None, tuple[int, int, int, int]]:
     """The digit's own ink within columns x0..x1 (tight box), light on black, with a dark margin."""
     window = parts.labels[group.y0:group.y1, x0:x1]
