@@ -181,9 +181,9 @@ def post_request(worker, req, environ, resp) -> None:
     pass (until 50 have run and 5 ms have passed), so the busy connections kept cycling there while
     connections whose requests came in through the poll -- and the listening socket, i.e. connections
     not yet accepted -- waited: at 64 connections some connections got a tenth of the answers of
-    others and the first requests of late-accepted ones waited seconds. A timer that is already due fires only after the
-    next poll, so each pass of the loop serves every connection with a request waiting once, accepts
-    new ones, and goes round again: round-robin service.
+    others and the first requests of late-accepted ones waited seconds. Parked until the loop is idle
+    (``admission.next_poll``), each pass of the loop serves every connection with a request waiting
+    once, accepts new ones, and goes round again: round-robin service.
     """
     requests_by_greenlet.pop(_current_greenlet(), None)
     if _GEVENT:

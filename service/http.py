@@ -100,7 +100,7 @@ def json_bytes() -> bytes:
     return data
 
 
-def json_body(data: bytes | None = None) -> JsonBody:
+def json_body(data: bytes | None = None, *, max_items: int | None = None) -> JsonBody:
     """The request body (or ``data``, from ``json_bytes``) as JSON. orjson refuses NaN/Infinity
     literals, as RFC 8259 does.
 
@@ -108,11 +108,11 @@ def json_body(data: bytes | None = None) -> JsonBody:
     ``{"instances": [[...], ...]}`` with no other quote and no ``true``/``false``/``null`` can only
     hold numbers and lists, so the per-value type check of 50,000 pixels can be skipped safely.
     Before parsing, the text is bounded in lists, objects and values by MAX_BATCH_ITEMS
-    (service/budgets.py), so orjson never builds millions of objects.
+    (service/budgets.py; ``max_items`` overrides the setting), so orjson never builds millions of objects.
     """
     if data is None:
         data = json_bytes()
-    check_json_counts(data, dataplane().settings.max_batch_items)
+    check_json_counts(data, dataplane().settings.max_batch_items if max_items is None else max_items)
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

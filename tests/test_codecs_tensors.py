@@ -263,7 +263,7 @@ def test_json_fast_path_on_mangled_bodies_declines_or_agrees(junk: bytes, cut: i
 
 def general_path_as_served(body: bytes, max_items: int = 8) -> np.ndarray:
     """What the JSON routes do with a body the fast path declined (service/routes/simple.py)."""
-    parsed = json_body(body)  # 400 for anything that is not JSON
+    parsed = json_body(body, max_items=max_items)  # 400 for anything that is not JSON
     if not isinstance(parsed.value, dict) or "instances" not in parsed.value:
         raise BadRequest('send {"instances": [[784 numbers], ...]}')
     return instances_to_batch(parsed.value["instances"], max_items=max_items, numbers_only=parsed.numbers_only)

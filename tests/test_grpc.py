@@ -445,12 +445,13 @@ def test_hot_reload_under_grpc_load_zero_failures(tmp_path):
     assert set(fresh) == {"2"} and "2" in rest["versions"]
 
 
-def big_jpeg() -> bytes:
-    """A 4000x4000 picture: about 0.3 s to decode and shrink, so a batch of them stays in flight."""
+def big_png() -> bytes:
+    """A 4000x4000 PNG (670 KB): about 0.15 s to decode and normalise, so a batch of them stays in flight.
+    PNG, not JPEG: libjpeg decodes a big JPEG straight to a reduced size, which is too fast for this."""
     y, x = np.mgrid[0:4000, 0:4000]
     pixels = ((np.sin(x / 300.0) + np.cos(y / 200.0)) * 60 + 128).astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=80)
+    Image.fromarray(pixels).save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -461,14 +462,15 @@ def test_sigterm_lets_the_call_in_flight_finish():
     server (within 0.1 s when idle), or still served by a worker busy with a CPU-bound call (its hub
     checks for the stop only when that call yields): either way it never hangs or gets a wrong answer.
     """
-    server = grpc_server().start()
+    # 16 pictures of 16 Mpx: past the default MAX_REQUEST_PIXELS, which this test is not about.
+    server = grpc_server(MAX_REQUEST_PIXELS=str(16 * 4000 * 4000)).start()
     try:
         with triton.InferenceServerClient(server.grpc_target) as client:
             with pytest.raises(InferenceServerException) as off:  # no ADMIN_TOKEN: the admin API is off
                 client.get_model_repository_index(headers=AUTH)
             assert off.value.status() == "StatusCode.PERMISSION_DENIED"
             outcome: dict[str, object] = {}
-            files = [big_jpeg()] * 16
+            files = [big_png()] * 16
 
             def slow_call() -> None:
                 try:
@@ -479,7 +481,7 @@ def test_sigterm_lets_the_call_in_flight_finish():
 
             caller = threading.Thread(target=slow_call)
             caller.start()
-            time.sleep(0.5)  # the call is being decoded (16 x 0.15-0.4 s)
+            time.sleep(0.5)  # the call is being decoded (16 x ~0.15 s)
             server.proc.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
             time.sleep(0.5)
