@@ -2,8 +2,10 @@
 the stored pictures with the real CLI, the gate publishes version 2 into a copy of the repository and
 every worker serves it; a diverged model is refused with nothing published.
 
-Pictures are photo-like renderings (bench/photodigits.py) of MNIST *training* digits; the models are
-compared on renderings of *test* digits the training never saw. Prints its figures (run with -s).
+Pictures are photo-like renderings (bench/photodigits.py) of MNIST *training* digits; as users do, the
+feedback is weighted towards the pictures version 1 gets wrong (all of those in a pool, topped up with
+ones it reads right). The models are compared on renderings of *test* digits the training never saw.
+Prints its figures (run with -s).
 """
 
 from __future__ import annotations
@@ -33,8 +35,29 @@ from .training_helpers import PYTHON, ROOT, tree_snapshot
 pytestmark = pytest.mark.slow
 
 FEEDBACK_PICTURES = 300
+POOL = 900  # photo-like pictures rendered; the feedback is chosen from them
 TEST_PICTURES = 400
 FINE_TUNE = ["--epochs", "2", "--batch-size", "128", "--learning-rate", "1e-4"]  # as the README says
+
+
+def as_served(pictures: list[tuple[bytes, int]]) -> np.ndarray:
+    """The model input rows the service makes of these pictures."""
+    return np.vstack([batch_to_model_input([decode_image(p, max_pixels=1 << 24)]) for p, _ in pictures])
+
+
+def users_feedback(pool: list[tuple[bytes, int]], model: Path, count: int) -> list[tuple[bytes, int]]:
+    """What users send: pictures the model misreads (a sixth of the feedback), topped up with ones it reads
+    right (in pool order), so the held-out share holds mistakes that fine-tuning can learn to fix."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    predicted = session.run(None, {session.get_inputs()[0].name: as_served(pool)})[0].argmax(axis=1)
+    wrong = [item for item, p in zip(pool, predicted, strict=True) if p != item[1]]
+    right = [item for item, p in zip(pool, predicted, strict=True) if p == item[1]]
+    wrong = wrong[: count // 6]
+    assert len(wrong) == count // 6, len(wrong)
+    chosen = wrong + right[: count - len(wrong)]
+    return [chosen[i] for i in np.random.default_rng(14).permutation(len(chosen))]
 
 
 def train(*args: str, timeout: float = 420) -> tuple[subprocess.CompletedProcess, float]:
@@ -62,7 +85,8 @@ def test_feedback_fine_tune_gate_and_serve(tmp_path: Path) -> None:
     shutil.copytree(MODELS / "mnist", repo / "mnist")  # a copy: the committed models are never touched
     store = tmp_path / "feedback"
     mnist = load_dataset("mnist", MNIST_DIR)
-    feedback = corpus(mnist.x_train, mnist.y_train, FEEDBACK_PICTURES, seed=14)
+    feedback = users_feedback(corpus(mnist.x_train, mnist.y_train, POOL, seed=14),
+                              repo / "mnist" / "1" / "model.onnx", FEEDBACK_PICTURES)
     env = {"FEEDBACK_DIR": str(store), "POLL_INTERVAL_S": "0.5"}
     with GunicornServer(repo, env=env, workers=2, log_path=tmp_path / "gunicorn.log") as server:
         url = server.url + "/v1/models/mnist/feedback"
@@ -120,7 +144,7 @@ def test_feedback_fine_tune_gate_and_serve(tmp_path: Path) -> None:
 
         # v1 vs v2 on photo-like pictures of test digits, as the service normalises them.
         tests = corpus(mnist.x_test, mnist.y_test, TEST_PICTURES, seed=41)
-        x = np.vstack([batch_to_model_input([decode_image(p, max_pixels=1 << 24)]) for p, _ in tests])
+        x = as_served(tests)
         y = np.array([label for _, label in tests])
         v1, v2 = (accuracy(repo / "mnist" / str(v) / "model.onnx", x, y) for v in (1, 2))
         print(f"photo-like test digits ({TEST_PICTURES}): v1 {v1:.4f}, v2 {v2:.4f}; MNIST test: "
