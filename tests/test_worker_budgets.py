@@ -213,3 +213,28 @@ def test_beyond_the_body_budget_a_request_waits_then_gets_503():
         # The stalled upload's connection closed: its bytes are given back.
         assert requests.post(server.url + "/predict", data=PNG, headers={"Content-Type": "image/png"},
                              timeout=5).status_code == 200
+
+
+def _cpu_seconds(pid: int) -> float:
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_workers_idle_after_a_burst_use_no_cpu():
+    """After serving kept-alive connections round-robin, an idle worker sleeps in its poll.
+
+    Connections park on an event-loop watcher between requests (service/admission.py); a watcher left
+    running after they are woken would keep the loop spinning and burn a core per worker while idle.
+    """
+    with GunicornServer(MODELS, workers=2) as server, requests.Session() as session:
+        for _ in range(50):
+            assert session.post(server.url + "/predict", data=PNG,
+                                headers={"Content-Type": "image/png"}, timeout=10).status_code == 200
+        pids = server.worker_pids()
+        time.sleep(0.5)
+        before = [_cpu_seconds(pid) for pid in pids]
+        time.sleep(2.0)
+        used = [_cpu_seconds(pid) - start for pid, start in zip(pids, before, strict=True)]
+    assert max(used) < 0.5, f"idle workers used {used} CPU seconds in 2 s"
