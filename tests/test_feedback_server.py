@@ -56,6 +56,10 @@ def test_many_clients_storing_the_same_pictures_at_once_on_two_workers(tmp_path:
         assert 'mnist_feedback_duplicates_total{model="mnist"} 66.0' in metrics
 
 
+def post_to(url: str, body: bytes) -> requests.Response:
+    return requests.post(url, data=body, headers={"Content-Type": "image/png"}, timeout=30)
+
+
 def test_the_quota_holds_across_workers_and_a_refusal_leaves_nothing(tmp_path: Path) -> None:
     store = tmp_path / "feedback"
     pictures = [digit_png(100 + seed) for seed in range(20)]
@@ -81,6 +85,13 @@ def test_the_quota_holds_across_workers_and_a_refusal_leaves_nothing(tmp_path: P
         assert not list(store.rglob(".tmp-*"))
         metrics = server.metrics().text
         assert f'mnist_feedback_refusals_total{{reason="full"}} {float(statuses.count(507))}' in metrics
+        # Other refusals are counted by what was wrong: the label, or the picture.
+        assert post_to(server.url + "/v1/models/mnist/feedback?label=eleven", pictures[0]).status_code == 400
+        assert post_to(url, b"not a picture").status_code == 415
+        assert post_to(url + "&version=latest", pictures[0]).status_code == 400
+        metrics = server.metrics().text
+        assert 'mnist_feedback_refusals_total{reason="label"} 2.0' in metrics
+        assert 'mnist_feedback_refusals_total{reason="picture"} 1.0' in metrics
         # The service keeps answering predictions.
         assert requests.post(server.url + "/predict", data=pictures[0],
                              headers={"Content-Type": "image/png"}, timeout=30).status_code == 200

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, g, request
 
 from .. import metrics
 from ..codecs.b64 import decode_base64
-from ..errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, ServiceError, UnsupportedMediaType
+from ..errors import BadRequest, Forbidden, NotFound, ServiceError, UnsupportedMediaType
 from ..feedback import Picture, StoreFull
 from ..http import current_service, json_body, json_response, read_body
 from ..pictures.decode import decode_image, sniff_format
@@ -59,7 +59,7 @@ def _feedback(name: str) -> Response:
     predicted = _label_index(fields.get("predicted"), labels, "predicted", required=False)
     version = fields.get("version")
     if version is not None and parse_version(str(version)) is None:
-        raise BadRequest(f"version must be a positive integer, got '{str(version)[:32]}'")
+        raise _BadField(f"version must be a positive integer, got '{str(version)[:32]}'")
     decode_image(data, max_pixels=settings.max_image_pixels)  # 400/413/415 exactly as for a prediction
     picture = Picture(data, sniff_format(data) or "", request.mimetype or "")
     meta = {
@@ -75,6 +75,10 @@ def _feedback(name: str) -> Response:
 
 class _Off(NotFound):
     """Feedback is not turned on (a 404, counted as reason ``off``)."""
+
+
+class _BadField(BadRequest):
+    """A bad label, predicted label or version (a 400, counted as reason ``label``)."""
 
 
 def _require_token(token: str) -> None:
@@ -110,16 +114,16 @@ def _label_index(raw: object, labels: list[str], field: str, *, required: bool) 
     """One of the model's labels, or the index of one (as text or a JSON integer)."""
     if raw is None or raw == "":
         if required:
-            raise BadRequest(f"{field} is required: one of {', '.join(labels)} (or its index)")
+            raise _BadField(f"{field} is required: one of {', '.join(labels)} (or its index)")
         return None
     if isinstance(raw, bool) or not isinstance(raw, str | int):
-        raise BadRequest(f"{field} must be a label or an index, not {type(raw).__name__}")
+        raise _BadField(f"{field} must be a label or an index, not {type(raw).__name__}")
     text = str(raw)
     if text in labels:
         return labels.index(text)
     if text.isascii() and text.isdigit() and int(text) < len(labels):
         return int(text)
-    raise BadRequest(f"{field} '{text[:32]}' is not one of the model's labels: {', '.join(labels)} (or an index)")
+    raise _BadField(f"{field} '{text[:32]}' is not one of the model's labels: {', '.join(labels)} (or an index)")
 
 
 def _reason(exc: ServiceError) -> str:
@@ -132,8 +136,6 @@ def _reason(exc: ServiceError) -> str:
         return "full"
     if isinstance(exc, NotFound):
         return "model"
-    if isinstance(exc, PayloadTooLarge | UnsupportedMediaType):
-        return "picture"
-    if "label" in exc.message or "predicted" in exc.message or "version" in exc.message:
+    if isinstance(exc, _BadField):
         return "label"
     return "picture"
