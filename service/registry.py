@@ -23,7 +23,6 @@ import logging
 import os
 import stat
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +96,6 @@ class ModelRegistry:
         self._unloaded: frozenset[str] = frozenset()
         self._lock = threading.Lock()
         self._synced_once = threading.Event()
-        self.last_sync: float = 0.0
         self._repository_trouble = False
         self._trouble: dict[str, str] = {}  # model -> the policy/listing problem last logged
 
@@ -150,7 +148,6 @@ class ModelRegistry:
                 if not self._repository_trouble:
                     log.error("model repository unreadable (%s); keeping what is served", exc)
                 self._repository_trouble = True
-                self.last_sync = time.time()
                 self._synced_once.set()
                 return
             self._repository_trouble = False
@@ -169,7 +166,6 @@ class ModelRegistry:
             self._forget(seen, names)
             previous, self._served = self._served, served
             self._log_changes(previous, served)
-            self.last_sync = time.time()
             self._synced_once.set()
 
     def _forget(self, seen: set[tuple[str, int]], names: list[str]) -> None:
