@@ -43,17 +43,28 @@ from PIL import Image, ImageFilter
 from .components import label_runs
 
 __all__ = ["WORK_MAX_SIDE", "Digit", "InkMap", "Place", "TooManyPieces", "candidates", "choose", "ink_map",
-           "segment_number"]
+           "ruled_lines", "segment_number"]
 
 #: Longest side of the copy a picture is segmented on; bigger pictures are reduced first.
 WORK_MAX_SIDE = 1024
 # The paper is estimated on a copy whose short side is this many pixels: coarse enough that a pen
 # stroke disappears under the closing, fine enough to follow a lighting gradient or a vignette.
 _PAPER_SIDE = 48
+_PAPER_BLUR = 2
 _PAPER_KERNEL = 9  # closing window on that copy (odd): wider than a stroke of a digit filling the picture
 _MIN_CONTRAST = 48  # ink must be at least this much darker than its paper (0-255, after flattening)
 _LOW_FRACTION = 0.5  # hysteresis: faint ink down to this fraction of the threshold joins strong ink
 _NOISE_PERCENTILE = 99.5  # ... but never below this percentile of the paper's strength (its noise)
+# Ruled lines (``ruled_lines``): a line reaches across at least this share of the picture's columns;
+# the sheet may be tilted this much (tan of the angle); rows are measured in bins this many pixels
+# tall, on every _LINE_STRIDE-th column; a stroke within _CROSSING pixels on both sides crosses it.
+_LINE_REACH = 0.7
+_LINE_ALONE = 0.9  # ... or this share, for a line with no parallel one
+_LINE_TILT = 0.07
+_LINE_BIN = 3
+_LINE_STRIDE = 2
+_LINE_MIN_LENGTH = 64
+_CROSSING = 5
 # Shape rules, as fractions of the line height (the typical height of the tall pieces).
 _SPECK = 0.2  # pieces whose longest side is under this are specks (dots, noise, pen taps)
 _TALL = 0.6  # pieces at least this tall are digits (or a digit's main stroke) on their own
@@ -122,6 +133,15 @@ def ink_map(gray: np.ndarray) -> InkMap:
     sample = strength[::3, ::3]
     paper_noise = float(np.percentile(sample[sample < high], _NOISE_PERCENTILE)) if sample.size else 0.0
     weak = strength >= max(int(high * _LOW_FRACTION), int(paper_noise) + 1)
+    # Ruled or squared paper, the page's edge: straight lines across the whole picture are no digit,
+    # and left in they chain every digit they touch into one piece. Taken out before the hysteresis,
+    # except where a digit's stroke crosses them.
+    lines = ruled_lines(weak)
+    if lines.any():
+        weak &= ~lines | _crossed(weak & ~lines, lines)
+        strong &= weak
+        if not strong.any():
+            return InkMap(strength, strong)
     pieces = label_runs(weak)
     ys, xs = np.nonzero(strong)  # strong pixels are weak ones too (the faint threshold is lower)
     keep = np.zeros(pieces.count, dtype=bool)
@@ -129,30 +149,135 @@ def ink_map(gray: np.ndarray) -> InkMap:
     return InkMap(strength, pieces.mask(keep))
 
 
-def _dark_background(gray: np.ndarray) -> bool:
-    """Light ink on a dark ground: most of the picture is nearer its darkest than its brightest.
+def ruled_lines(mask: np.ndarray) -> np.ndarray:
+    """The pixels of ``mask`` on straight lines that cross the whole picture, nearly horizontal or
+    nearly vertical (ruled or squared paper, the page's edge, a table's edge).
 
-    Ink is the minority of pixels whatever its colour, so the median tells the ground. (The border
-    does not: a vignette or a dim corner makes the border of a light page dark.)
+    A line is told from a number by its reach, not its strength: it covers nearly every column (row)
+    of the picture, a number's ink only a share of them even where its digits touch (strokes are
+    thin, digits have holes, a number has margins). Rows are taken at the sheet's tilt (within
+    ``_LINE_TILT``), which is found as the slope at which the lines' ink gathers into the fewest
+    rows.
     """
-    sample = gray[::2, ::2]
-    low, middle, high = np.percentile(sample, (2, 50, 98))
-    return bool(middle - low < high - middle)
+    lines = _lines_across(mask)
+    lines |= _lines_across(mask.T).T
+    return lines
+
+
+def _lines_across(mask: np.ndarray) -> np.ndarray:
+    """``ruled_lines`` for the nearly horizontal lines."""
+    height, width = mask.shape
+    found = np.zeros_like(mask)
+    if width < _LINE_MIN_LENGTH or height < 3:
+        return found
+    # Every ``_LINE_STRIDE``-th column is enough to measure a line's reach.
+    columns = np.arange(0, width, _LINE_STRIDE)
+    ys, xs = np.nonzero(mask[:, columns])
+    if ys.size < _LINE_REACH * columns.size:
+        return found
+    xs = columns[xs]
+    step = _LINE_BIN / width  # one bin of drift across the whole width between neighbouring slopes
+    slopes = np.arange(-_LINE_TILT, _LINE_TILT + step / 2, step)
+    offset = int(np.ceil(_LINE_TILT * width)) + 1
+    rows = (height + 2 * offset) // _LINE_BIN + 1
+    best, best_reach, best_score = 0.0, np.zeros(rows), 0.0
+    cover = np.zeros((rows, columns.size), dtype=bool)
+    column_index = xs // _LINE_STRIDE
+    for slope in slopes:
+        bins = ((ys - xs * slope).astype(np.int64) + offset) // _LINE_BIN
+        cover[:] = False
+        cover[bins, column_index] = True
+        reach = cover.sum(axis=1) / columns.size
+        line = _long(reach)
+        score = float((reach[line] ** 2).sum())
+        if score > best_score:
+            best, best_reach, best_score = float(slope), reach, score
+    if best_score == 0.0:
+        return found
+    flagged = _long(best_reach)
+    # A line straddling two bins: its neighbour bin holds the rest of it.
+    flagged[1:] |= flagged[:-1] & (best_reach[1:] >= _LINE_REACH / 3)
+    flagged[:-1] |= flagged[1:] & (best_reach[:-1] >= _LINE_REACH / 3)
+    all_ys, all_xs = np.nonzero(mask)
+    bins = ((all_ys - all_xs * best).astype(np.int64) + offset) // _LINE_BIN
+    on_line = flagged[bins]
+    found[all_ys[on_line], all_xs[on_line]] = True
+    return found
+
+
+def _long(reach: np.ndarray) -> np.ndarray:
+    """Bins that hold a line: reaching across most of the picture, and one of several parallel
+    lines unless it reaches right across (a tight crop of a number has its 1s reaching across most
+    of its height; ruled paper shows more than one line)."""
+    flagged = reach >= _LINE_REACH
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], flagged.view(np.int8), [0]))))
+    if len(edges) == 2 and reach[edges[0]:edges[1]].max() < _LINE_ALONE:
+        flagged[:] = False
+    return flagged
+
+
+def _crossed(ink: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """Line pixels under a digit's stroke: ink (off the lines) within ``_CROSSING`` pixels above and
+    below them (left and right, for a vertical line), so a stroke crossing a line stays whole."""
+    near_above = np.zeros_like(ink)
+    near_below = np.zeros_like(ink)
+    near_left = np.zeros_like(ink)
+    near_right = np.zeros_like(ink)
+    for k in range(1, _CROSSING + 1):
+        near_above[k:] |= ink[:-k]
+        near_below[:-k] |= ink[k:]
+        near_left[:, k:] |= ink[:, :-k]
+        near_right[:, :-k] |= ink[:, k:]
+    return lines & ((near_above & near_below) | (near_left & near_right))
+
+
+def _dark_background(gray: np.ndarray) -> bool:
+    """Light ink on a dark ground (MNIST, a blackboard): at a coarse scale, an opening (which erases
+    thin light strokes) takes away clearly more than a closing (which erases thin dark ones).
+
+    Neither the border nor the median tells: a vignette or a dim corner makes the border of a light
+    page dark, and a hand's shadow over most of the sheet makes its median dark.
+    """
+    small = _small(gray)
+    pad = 2 * _PAPER_KERNEL
+    padded = Image.fromarray(np.pad(small, pad, mode="edge"))
+    closed = padded.filter(ImageFilter.MaxFilter(_PAPER_KERNEL)).filter(ImageFilter.MinFilter(_PAPER_KERNEL))
+    opened = padded.filter(ImageFilter.MinFilter(_PAPER_KERNEL)).filter(ImageFilter.MaxFilter(_PAPER_KERNEL))
+    inner = (slice(pad, pad + small.shape[0]), slice(pad, pad + small.shape[1]))
+    dark = _strongest(np.subtract(np.asarray(closed)[inner], small, dtype=np.int32))
+    light = _strongest(np.subtract(small, np.asarray(opened)[inner], dtype=np.int32))
+    return 2 * light > 3 * dark  # dark ink unless light clearly dominates: most pictures are pen on paper
+
+
+def _strongest(residual: np.ndarray) -> int:
+    """Sum of the largest 2 % of a filter's residual: the strokes it erased, not the paper's grain."""
+    flat = residual.ravel()
+    count = max(4, flat.size // 50)
+    return int(np.partition(flat, flat.size - count)[-count:].sum()) if flat.size > count else int(flat.sum())
+
+
+def _small(gray: np.ndarray) -> np.ndarray:
+    """The picture reduced so its short side is ``_PAPER_SIDE`` (box filter), or enlarged to it."""
+    height, width = gray.shape
+    scale = _PAPER_SIDE / min(height, width)
+    small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(gray).resize(small_size, Image.Resampling.BOX if scale < 1 else
+                                                   Image.Resampling.BILINEAR))
 
 
 def _paper(gray: np.ndarray) -> np.ndarray:
     """The paper's brightness under each pixel (float32), estimated at a coarse scale."""
     height, width = gray.shape
-    scale = _PAPER_SIDE / min(height, width)
-    small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    small = Image.fromarray(gray).resize(small_size, Image.Resampling.BOX if scale < 1 else
-                                         Image.Resampling.BILINEAR)
+    small = _small(gray)
+    small_size = (small.shape[1], small.shape[0])
     # Edge padding (the border pixel repeated) lets the closing follow a gradient right up to the
     # frame: without it a vignette's dark corners come out darker than their "paper", i.e. as ink.
     pad = 2 * _PAPER_KERNEL
     padded = Image.fromarray(np.pad(np.asarray(small), pad, mode="edge"))
     closed = padded.filter(ImageFilter.MaxFilter(_PAPER_KERNEL)).filter(ImageFilter.MinFilter(_PAPER_KERNEL))
-    closed = closed.filter(ImageFilter.BoxBlur(2)).crop((pad, pad, pad + small_size[0], pad + small_size[1]))
+    if _PAPER_BLUR:
+        closed = closed.filter(ImageFilter.BoxBlur(_PAPER_BLUR))
+    closed = closed.crop((pad, pad, pad + small_size[0], pad + small_size[1]))
     return np.asarray(closed.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
