@@ -74,12 +74,14 @@ def mnist_test_digits(folder: Path = MNIST_DIR) -> tuple[np.ndarray, np.ndarray]
 
 
 def generate(count: int, *, style: str, seed: int, images: np.ndarray, labels: np.ndarray,
-             min_digits: int = 2, max_digits: int = 8) -> list[NumberPicture]:
-    """``count`` pictures of numbers in one style, the same for the same seed."""
+             min_digits: int = 2, max_digits: int = 8,
+             frame: tuple[int, int] | None = None) -> list[NumberPicture]:
+    """``count`` pictures of numbers in one style, the same for the same seed. ``frame`` pins the
+    field style's frame (width, height; e.g. for a latency figure on one size)."""
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
     rng = np.random.default_rng([seed, STYLES.index(style)])
-    return [_one(rng, style, images, labels, min_digits, max_digits) for _ in range(count)]
+    return [_one(rng, style, images, labels, min_digits, max_digits, frame) for _ in range(count)]
 
 
 # ---- composition --------------------------------------------------------------------------------
@@ -93,7 +95,7 @@ def _ink_crop(image: np.ndarray) -> np.ndarray:
 
 
 def _one(rng: np.random.Generator, style: str, images: np.ndarray, labels: np.ndarray,
-         min_digits: int, max_digits: int) -> NumberPicture:
+         min_digits: int, max_digits: int, frame: tuple[int, int] | None = None) -> NumberPicture:
     length = int(rng.integers(min_digits, max_digits + 1))
     indices = [int(i) for i in rng.integers(0, len(images), length)]
     spacing = str(rng.choice(["touching", "close", "wide"], p=[0.25, 0.45, 0.30]))
@@ -135,7 +137,7 @@ def _one(rng: np.random.Generator, style: str, images: np.ndarray, labels: np.nd
         picture.save(buffer, format="PNG")
         return NumberPicture(buffer.getvalue(), text, boxes, indices, style, spacing)
     if style == "field":
-        data, boxes, conditions = _field_photograph(rng, canvas, boxes, height)
+        data, boxes, conditions = _field_photograph(rng, canvas, boxes, height, frame)
         return NumberPicture(data, text, boxes, indices, style, spacing, conditions)
     data, boxes = _photograph(rng, canvas, boxes)
     return NumberPicture(data, text, boxes, indices, style, spacing)
@@ -194,10 +196,12 @@ _FIELD_FRAMES = FRAMES[:5]
 
 
 def _field_photograph(rng: np.random.Generator, ink: np.ndarray, boxes: list[tuple[int, int, int, int]],
-                      line: int) -> tuple[bytes, list[tuple[int, int, int, int]], dict[str, object]]:
+                      line: int, frame: tuple[int, int] | None = None
+                      ) -> tuple[bytes, list[tuple[int, int, int, int]], dict[str, object]]:
     """The number's ink on a sheet made with ``bench.fieldcorpus``'s effects, EXIF-oriented JPEG.
 
-    ``line`` is the digits' height on ``ink`` (the ruling's spacing is drawn relative to it)."""
+    ``line`` is the digits' height on ``ink`` (the ruling's spacing is drawn relative to it);
+    ``frame`` pins the frame (upright width, height) instead of drawing one."""
     c: dict[str, object] = {
         "frame": _FIELD_FRAMES[int(rng.choice(len(_FIELD_FRAMES), p=[0.3, 0.25, 0.2, 0.15, 0.1]))],
         "portrait": bool(rng.random() < 0.25),
@@ -210,6 +214,8 @@ def _field_photograph(rng: np.random.Generator, ink: np.ndarray, boxes: list[tup
         "edge": bool(rng.random() < 0.15),
         "specks": bool(rng.random() < 0.3),
     }
+    if frame is not None:
+        c["frame"], c["portrait"] = tuple(frame), False
     width, height = c["frame"]
     if c["portrait"]:
         width, height = height, width

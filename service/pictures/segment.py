@@ -62,7 +62,7 @@ _LINE_REACH = 0.7
 _LINE_ALONE = 0.9  # ... or this share, for a line with no parallel one
 _LINE_TILT = 0.07
 _LINE_BIN = 3
-_LINE_STRIDE = 2
+_LINE_STRIDE = 4
 _LINE_MIN_LENGTH = 64
 _CROSSING = 5
 # Shape rules, as fractions of the line height (the typical height of the tall pieces).
@@ -119,9 +119,9 @@ def ink_map(gray: np.ndarray) -> InkMap:
     ``_MIN_CONTRAST``; pixels above half of it join the mask only where they touch pixels above it.
     """
     gray = np.asarray(gray, dtype=np.uint8)
-    if _dark_background(gray):
+    paper, light_ink = _paper(gray)
+    if light_ink:
         gray = 255 - gray  # light ink on dark (MNIST, a blackboard): make it dark on light
-    paper = _paper(gray)
     g = gray.astype(np.float32)
     strength = np.clip((paper - g) * (255.0 / np.maximum(paper, 16.0)), 0, 255).astype(np.uint8)
     high = max(_otsu(strength), _MIN_CONTRAST)
@@ -231,22 +231,53 @@ def _crossed(ink: np.ndarray, lines: np.ndarray) -> np.ndarray:
     return lines & ((near_above & near_below) | (near_left & near_right))
 
 
-def _dark_background(gray: np.ndarray) -> bool:
-    """Light ink on a dark ground (MNIST, a blackboard): at a coarse scale, an opening (which erases
-    thin light strokes) takes away clearly more than a closing (which erases thin dark ones).
+def _paper(gray: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The paper's brightness under each pixel (float32), estimated at a coarse scale, and whether
+    the ink is light on a dark ground (then the brightness is of the inverted picture).
 
-    Neither the border nor the median tells: a vignette or a dim corner makes the border of a light
-    page dark, and a hand's shadow over most of the sheet makes its median dark.
+    On a copy ``_PAPER_SIDE`` pixels on its short side, a closing (max, then min filter) erases dark
+    strokes and keeps gradients, vignettes and shadows; an opening does the same for light strokes.
+    Which one took away clearly more tells light ink (MNIST, a blackboard) from dark; the median
+    alone does not (a hand's shadow over most of the sheet makes it dark), nor does the border (a
+    vignette darkens a light page's border).
     """
-    small = _small(gray)
+    height, width = gray.shape
+    scale = _PAPER_SIDE / min(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BOX if scale < 1 else
+                                                    Image.Resampling.BILINEAR))
+    # Edge padding (the border pixel repeated) lets the filters follow a gradient right up to the
+    # frame: without it a vignette's dark corners come out darker than their "paper", i.e. as ink.
     pad = 2 * _PAPER_KERNEL
-    padded = Image.fromarray(np.pad(small, pad, mode="edge"))
-    closed = padded.filter(ImageFilter.MaxFilter(_PAPER_KERNEL)).filter(ImageFilter.MinFilter(_PAPER_KERNEL))
-    opened = padded.filter(ImageFilter.MinFilter(_PAPER_KERNEL)).filter(ImageFilter.MaxFilter(_PAPER_KERNEL))
-    inner = (slice(pad, pad + small.shape[0]), slice(pad, pad + small.shape[1]))
-    dark = _strongest(np.subtract(np.asarray(closed)[inner], small, dtype=np.int32))
-    light = _strongest(np.subtract(small, np.asarray(opened)[inner], dtype=np.int32))
-    return 2 * light > 3 * dark  # dark ink unless light clearly dominates: most pictures are pen on paper
+    padded = np.pad(small, pad, mode="edge")
+    closed = _rank(_rank(padded, np.maximum), np.minimum)
+    opened = _rank(_rank(padded, np.minimum), np.maximum)
+    inner = (slice(pad, pad + size[1]), slice(pad, pad + size[0]))
+    dark = _strongest(np.subtract(closed[inner], small, dtype=np.int32))
+    light = _strongest(np.subtract(small, opened[inner], dtype=np.int32))
+    # Dark ink unless light clearly dominates (most pictures are pen on paper) and most of the
+    # picture is nearer its darkest than its brightest (a small number's strokes are faint on the
+    # coarse copy, where a vignette's bright middle can look like a light stroke to the opening).
+    low, middle, high = np.percentile(small, (2, 50, 98))
+    light_ink = 2 * light > 3 * dark and middle - low < high - middle
+    background = Image.fromarray(255 - opened if light_ink else closed)
+    if _PAPER_BLUR:
+        background = background.filter(ImageFilter.BoxBlur(_PAPER_BLUR))
+    background = background.crop((pad, pad, pad + size[0], pad + size[1]))
+    return np.asarray(background.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32), light_ink
+
+
+def _rank(image: np.ndarray, pick: np.ufunc) -> np.ndarray:
+    """A square max (or min) filter ``_PAPER_KERNEL`` wide, separably, edges clamped."""
+    reach = _PAPER_KERNEL // 2
+    for axis in (0, 1):
+        padded = np.pad(image, [(reach, reach) if a == axis else (0, 0) for a in (0, 1)], mode="edge")
+        size = image.shape[axis]
+        out = padded.take(range(0, size), axis=axis)
+        for shift in range(1, _PAPER_KERNEL):
+            pick(out, padded.take(range(shift, shift + size), axis=axis), out=out)
+        image = out
+    return image
 
 
 def _strongest(residual: np.ndarray) -> int:
@@ -254,31 +285,6 @@ def _strongest(residual: np.ndarray) -> int:
     flat = residual.ravel()
     count = max(4, flat.size // 50)
     return int(np.partition(flat, flat.size - count)[-count:].sum()) if flat.size > count else int(flat.sum())
-
-
-def _small(gray: np.ndarray) -> np.ndarray:
-    """The picture reduced so its short side is ``_PAPER_SIDE`` (box filter), or enlarged to it."""
-    height, width = gray.shape
-    scale = _PAPER_SIDE / min(height, width)
-    small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(gray).resize(small_size, Image.Resampling.BOX if scale < 1 else
-                                                   Image.Resampling.BILINEAR))
-
-
-def _paper(gray: np.ndarray) -> np.ndarray:
-    """The paper's brightness under each pixel (float32), estimated at a coarse scale."""
-    height, width = gray.shape
-    small = _small(gray)
-    small_size = (small.shape[1], small.shape[0])
-    # Edge padding (the border pixel repeated) lets the closing follow a gradient right up to the
-    # frame: without it a vignette's dark corners come out darker than their "paper", i.e. as ink.
-    pad = 2 * _PAPER_KERNEL
-    padded = Image.fromarray(np.pad(np.asarray(small), pad, mode="edge"))
-    closed = padded.filter(ImageFilter.MaxFilter(_PAPER_KERNEL)).filter(ImageFilter.MinFilter(_PAPER_KERNEL))
-    if _PAPER_BLUR:
-        closed = closed.filter(ImageFilter.BoxBlur(_PAPER_BLUR))
-    closed = closed.crop((pad, pad, pad + small_size[0], pad + small_size[1]))
-    return np.asarray(closed.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def _otsu(strength: np.ndarray) -> int:
