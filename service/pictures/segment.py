@@ -50,7 +50,7 @@ WORK_MAX_SIDE = 1024
 # The paper is estimated on a copy whose short side is this many pixels: coarse enough that a pen
 # stroke disappears under the closing, fine enough to follow a lighting gradient or a vignette.
 _PAPER_SIDE = 48
-_PAPER_BLUR = 2
+_PAPER_BLUR = 2  # box blur of the closed copy (radius, coarse pixels): the closing's square plateaus
 _PAPER_KERNEL = 9  # closing window on that copy (odd): wider than a stroke of a digit filling the picture
 _MIN_CONTRAST = 48  # ink must be at least this much darker than its paper (0-255, after flattening)
 _LOW_FRACTION = 0.5  # hysteresis: faint ink down to this fraction of the threshold joins strong ink
@@ -140,6 +140,7 @@ def ink_map(gray: np.ndarray) -> InkMap:
     if lines.any():
         weak &= ~lines | _crossed(weak & ~lines, lines)
         strong &= weak
+        strength = np.where(lines & ~weak, np.uint8(0), strength)  # no line in a digit's crop either
         if not strong.any():
             return InkMap(strength, strong)
     pieces = label_runs(weak)
@@ -562,15 +563,12 @@ def _crop(group: _Group, x0: int, x1: int, parts: _Pieces,
     top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     ink = strength[group.y0 + top:group.y0 + bottom, x0 + left:x0 + right]
     own = own[top:bottom, left:right]
-    # One pixel of slack around the mask keeps the antialiased edge of the strokes (fainter than the
-    # mask's threshold), but never a pixel that belongs to another piece of ink.
+    # The ink's own strength across the box, not only under the mask: the faint edge of a stroke and
+    # the grain of a pencil's line are kept as the single-digit path keeps them (measured on
+    # bench.numbercorpus, whole-string: field seed 4 0.705 -> 0.72, plain seed 3 0.83 -> 0.845), but
+    # never a pixel of another piece of ink (a neighbour's stroke reaching into the box, a speck).
     free = window[top:bottom, left:right] == 0
-    grown = own.copy()
-    grown[1:] |= own[:-1]
-    grown[:-1] |= own[1:]
-    grown[:, 1:] |= own[:, :-1]
-    grown[:, :-1] |= own[:, 1:]
-    digit = np.where(own | (grown & free), ink, 0).astype(np.uint8)
+    digit = np.where(own | free, ink, 0).astype(np.uint8)
     # A margin of paper: the border is then certainly background for the normaliser, and the crop is
     # never exactly 28x28 (which the normaliser would take as an MNIST digit and use as is).
     margin = 2 if digit.shape != (24, 24) else 3
