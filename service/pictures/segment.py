@@ -64,7 +64,7 @@ _LINE_TILT = 0.07
 _LINE_BIN = 3
 _LINE_STRIDE = 4
 _LINE_MIN_LENGTH = 64
-_CROSSING = 5
+_CROSSING = 8
 # Shape rules, as fractions of the line height (the typical height of the tall pieces).
 _SPECK = 0.2  # pieces whose longest side is under this are specks (dots, noise, pen taps)
 _TALL = 0.6  # pieces at least this tall are digits (or a digit's main stroke) on their own
@@ -137,7 +137,8 @@ def ink_map(gray: np.ndarray) -> InkMap:
     # and left in they chain every digit they touch into one piece. Taken out before the hysteresis,
     # except where a digit's stroke crosses them.
     lines = ruled_lines(weak)
-    if lines.any():
+    # ... unless they are all the ink there is: then they are the strokes (a tight crop of "111").
+    if lines.any() and (strong & ~lines).any():
         weak &= ~lines | _crossed(weak & ~lines, lines)
         strong &= weak
         strength = np.where(lines & ~weak, np.uint8(0), strength)  # no line in a digit's crop either
