@@ -339,6 +339,12 @@ def _print_score(samples: list[NumberPicture], images: np.ndarray, labels: np.nd
             part = score([samples[k] for k in chosen], [answers[k] for k in chosen])
             print(f"  {spacing:9s} n={part['numbers']:4d} whole_string={part['whole_string']:.3f} "
                   f"per_digit={part['per_digit']:.3f}")
+    for key in ("ruling", "orientation", "ink") if samples and samples[0].conditions else ():
+        for value in sorted({str(s.conditions[key]) for s in samples}):
+            chosen = [k for k, s in enumerate(samples) if str(s.conditions[key]) == value]
+            part = score([samples[k] for k in chosen], [answers[k] for k in chosen])
+            print(f"  {key}={value:8s} n={part['numbers']:4d} whole_string={part['whole_string']:.3f} "
+                  f"per_digit={part['per_digit']:.3f}")
     for sample, answer, right in zip(samples, answers, alone_right, strict=True):
         if answer["text"] != sample.text:
             print(f"  miss: {sample.text} read {answer['text'] or '(nothing)'} ({sample.spacing}"
