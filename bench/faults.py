@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -93,6 +94,7 @@ class Result:
     error: str | None = None
     version: str | None = None
     client_port: int | None = None  # our end of the connection: which server process held it
+    t_connected: float | None = None  # when connect() returned (the kernel's handshake, not the worker)
 
     @property
     def ok(self) -> bool:
@@ -108,6 +110,7 @@ def one_request(port: int, method: str = "POST", path: str = "/predict", body: b
     client_port = None
     try:
         conn.connect()
+        connected = time.monotonic()
         client_port = conn.sock.getsockname()[1]
         conn.request(method, path, body=body, headers=PNG_HEADERS if headers is None else headers)
         response = conn.getresponse()
@@ -115,7 +118,8 @@ def one_request(port: int, method: str = "POST", path: str = "/predict", body: b
         version = None
         if want_version and response.status == 200:
             version = json.loads(data).get("model_version")
-        return Result(t0, time.monotonic(), response.status, version=version, client_port=client_port)
+        return Result(t0, time.monotonic(), response.status, version=version, client_port=client_port,
+                      t_connected=connected)
     except Exception as exc:  # noqa: BLE001 - every failure is data here
         return Result(t0, time.monotonic(), None, classify(exc), client_port=client_port)
     finally:
@@ -601,21 +605,16 @@ def crowd(*, kind: str, count: int = 0, length: int | None = None, sent: int = 3
     with GunicornServer(MODELS, env=env or {}, workers=workers) as server:
         before = {pid: rss_mib(pid) for pid in server.worker_pids()}
         peak = dict(before)
-        probes: list[Result] = []
-        predictions: list[Result] = []
-        holding = threading.Event()  # set once the crowd has been held for hold_s
-
-        def keep_asking(results: list[Result], **request: object) -> None:
-            while not holding.is_set():
-                results.append(one_request(server.port, timeout=5, **request))
-                time.sleep(0.1)
-
-        askers = [threading.Thread(target=keep_asking, args=(probes,), daemon=True,
-                                   kwargs={"method": "GET", "path": "/v2/health/live", "body": None,
-                                           "headers": {}}),
-                  threading.Thread(target=keep_asking, args=(predictions,), daemon=True)]
+        # The probes run in a process of their own, as a kubelet's and a client's would: in this one
+        # they would wait for the interpreter lock behind the threads driving the crowd.
+        context = multiprocessing.get_context("spawn")
+        holding = context.Event()  # set once the crowd has been held for hold_s
+        answers = context.Queue()
+        askers = [context.Process(target=_keep_asking, args=(server.port, what, holding, answers), daemon=True)
+                  for what in ("live", "predict")]
         for asker in askers:
             asker.start()
+        time.sleep(2.0)  # the probers' interpreters start (a spawn imports this module), then a baseline
         started = time.monotonic()
         crowds = []
         for group in groups:
@@ -631,14 +630,17 @@ def crowd(*, kind: str, count: int = 0, length: int | None = None, sent: int = 3
         wait_for(lambda: sum(held_connections(pid, server.port) for pid in server.worker_pids()) >= everyone,
                  timeout=60, interval=0.2)
         accepted_s = time.monotonic() - started
+        accepted_at = time.monotonic()
         deadline = time.monotonic() + hold_s
         while time.monotonic() < deadline:
             for pid in server.worker_pids():
                 peak[pid] = max(peak.get(pid, 0.0), rss_mib(pid))
             time.sleep(0.1)
         holding.set()
+        asked = dict(answers.get(timeout=30) for _ in askers)
         for asker in askers:
             asker.join(10)
+        probes, predictions = asked["live"], asked["predict"]
         wait_for(lambda: not any(group.pending for group in crowds), timeout=settle_s, interval=0.2)
         drop_s = round(time.monotonic() - started, 1)
         codes: dict = {}
@@ -653,7 +655,22 @@ def crowd(*, kind: str, count: int = 0, length: int | None = None, sent: int = 3
         settings = load_settings()
     live_ms = sorted(1000 * (r.t1 - r.t0) for r in probes if r.ok)
     predict_ms = sorted(1000 * (r.t1 - r.t0) for r in predictions if r.ok)
+    slowest = max((r for r in probes + predictions if r.ok), key=lambda r: r.t1 - r.t0, default=None)
+
+    def phase(results: list[Result], first: float, last: float) -> dict:
+        """Probes sent in [first, last): count, failures and the slowest, in ms."""
+        times = [1000 * (r.t1 - r.t0) for r in results if first <= r.t0 < last and r.ok]
+        failed = sum(1 for r in results if first <= r.t0 < last and not r.ok)
+        return {"ok": len(times), "failed": failed, "max_ms": round(max(times), 1) if times else None}
+
     return {
+        # while the crowd connects and the workers accept it (the accept queue ahead of a probe), and
+        # once every member is held open by a worker
+        "while_connecting": {"live": phase(probes, 0, accepted_at), "predict": phase(predictions, 0, accepted_at)},
+        "while_held": {"live": phase(probes, accepted_at, float("inf")),
+                       "predict": phase(predictions, accepted_at, float("inf"))},
+        "slowest_connect_ms": (round(1000 * (slowest.t_connected - slowest.t0), 1)
+                               if slowest and slowest.t_connected else None),
         "kind": kind, "sent": everyone, "failed": sum(n for s, (n, _, _) in codes.items() if s != "200"),
         "codes": dict(sorted(codes.items())), "opened_s": round(opened_s, 2), "accepted_s": round(accepted_s, 2),
         "all_dropped_after_s": drop_s,
@@ -671,6 +688,18 @@ def crowd(*, kind: str, count: int = 0, length: int | None = None, sent: int = 3
         "settings": {"BODY_TIMEOUT_S": settings.body_timeout_s, "ADMISSION_WAIT_S": settings.admission_wait_s,
                      "LISTEN_BACKLOG": settings.listen_backlog_limit(), **(env or {})},
     }
+
+
+def _keep_asking(port: int, what: str, stop, answers) -> None:
+    """Liveness ("live") or a real prediction ("predict") every 0.1 s on a fresh connection until
+    ``stop`` is set; then the results go to ``answers`` as (what, [Result, ...])."""
+    request = ({"method": "GET", "path": "/v2/health/live", "body": None, "headers": {}} if what == "live"
+               else {})
+    results: list[Result] = []
+    while not stop.is_set():
+        results.append(one_request(port, timeout=5, **request))
+        time.sleep(0.1)
+    answers.put((what, results))
 
 
 def crowd_faults(*, stalled: int = 2500, big: int = 64, hold_s: float = 5.0, env: dict | None = None,
@@ -940,7 +969,11 @@ def detail(row: dict) -> str:
                 f"held: liveness {r['live']['ok']}/{r['live']['sent']} ok, p50 {r['live']['p50_ms']} ms, max "
                 f"{r['live']['max_ms']} ms, {r['live']['over_1s']} over 1 s; predictions {r['predict']['ok']}/"
                 f"{r['predict']['sent']} ok, p50 {r['predict']['p50_ms']} ms, max {r['predict']['max_ms']} ms, "
-                f"{r['predict']['over_1s']} over 1 s; workers' RSS growth MiB peak "
+                f"{r['predict']['over_1s']} over 1 s (the slowest's connect {r['slowest_connect_ms']} ms); "
+                f"slowest while connecting: live {r['while_connecting']['live']['max_ms']} ms, predict "
+                f"{r['while_connecting']['predict']['max_ms']} ms; once all held: live "
+                f"{r['while_held']['live']['max_ms']} ms, predict {r['while_held']['predict']['max_ms']} ms; "
+                f"workers' RSS growth MiB peak "
                 f"{list(r['rss_growth_peak_mib'].values())}, after {list(r['rss_growth_after_mib'].values())}; "
                 f"same worker pids: {r['worker_pids_kept']}; "
                 f"settings {r['settings']}")
