@@ -150,6 +150,23 @@ def test_a_refused_client_still_sending_its_body_reads_the_answer(worker_class):
         assert requests.get(server.url + "/v2/health/live", timeout=5).status_code == 200
 
 
+def test_a_client_refused_with_503_while_sending_its_body_reads_the_answer():
+    """503 after ADMISSION_WAIT_S (no room in WORKER_BODY_BYTES) while the client keeps sending."""
+    env = {"MAX_CONTENT_LENGTH": str(4 * MIB), "WORKER_BODY_BYTES": str(2 * MIB), "ADMISSION_WAIT_S": "0.3",
+           "BODY_TIMEOUT_S": "20"}
+    with GunicornServer(MODELS, env=env, workers=1) as server, \
+            socket.create_connection(("127.0.0.1", server.port)) as holder:
+        holder.sendall(head(server.port, 3 * MIB // 2) + b"\0" * 3)  # holds 1.5 of the 1.75 MiB, stalls
+        time.sleep(0.2)
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", server.port)) as sock:
+                sock.sendall(head(server.port, MIB))  # 1.5 + 1 MiB do not fit in 1.75
+                with sending(sock, MIB):
+                    data = answer(sock)
+            assert status_of(data) == 503, data[:300]
+            assert b"Retry-After: 1" in data and b"WORKER_BODY_BYTES" in data
+
+
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])
 def test_sync_and_gthread_workers_drop_stalled_and_trickled_uploads(worker_class):
     env = {"WORKER_CLASS": worker_class, "THREADS": "4", "BODY_TIMEOUT_S": "1"}
