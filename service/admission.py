@@ -19,7 +19,12 @@ worker (``Admission`` wraps the WSGI app in each worker; ``service/gunicorn.conf
 4. Only then does the request take one of ``WORKER_REQUESTS_IN_PROGRESS`` slots (FIFO, same bounded
    wait), so uploads in progress, however many, never keep a complete request from being answered.
 
-Bodies over MAX_CONTENT_LENGTH are passed on unread: the app answers 413 without reading them.
+Bodies over MAX_CONTENT_LENGTH are passed on unread: the app answers 413 without reading them; a
+declared body larger than the whole WORKER_BODY_BYTES gets 413 here. Every refusal is counted in
+``mnist_admission_refusals_total{reason}``, and after it (and after the app's unread 413) the
+connection is half-closed and the client's unsent body drained, bounded (``Drained``), so a client
+still sending reads the answer instead of a reset. Sync and gthread workers get ``BodyDeadline``: the
+body deadline and the drained refusals, which is what applies to them.
 """
 
 from __future__ import annotations
