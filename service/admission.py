@@ -185,7 +185,9 @@ class Admission:
             try:
                 # The app builds its whole answer before returning (no streamed responses), so the body
                 # and the slot can be given back here.
-                return self.app(environ, start_response)
+                response = self.app(environ, start_response)
+                return Drained(response, environ, self.limit) if _chunked_overflow(environ, length, self.limit) \
+                    else response
             finally:
                 self.slots.release(slot)
         finally:
@@ -268,7 +270,20 @@ class BodyDeadline:
             return refuse(environ, start_response, 400, "body_incomplete", "the connection ended before "
                           "the request body (Content-Length) was complete", self.limit)
         environ["wsgi.input"] = io.BytesIO(body)
-        return self.app(environ, start_response)
+        response = self.app(environ, start_response)
+        return Drained(response, environ, self.limit) if _chunked_overflow(environ, length, self.limit) else response
+
+
+def _chunked_overflow(environ: dict, length: str, limit: int) -> bool:
+    """A chunked body read up to MAX_CONTENT_LENGTH + 1 and found longer: the app refuses it (413) with
+    the rest of the stream unread, to be drained."""
+    if length or "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return False
+    stream = environ["wsgi.input"]
+    if not isinstance(stream, io.BytesIO):
+        return False
+    with stream.getbuffer() as view:
+        return view.nbytes > limit
 
 
 class _DeadlineSocket:

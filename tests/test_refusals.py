@@ -150,6 +150,36 @@ def test_a_refused_client_still_sending_its_body_reads_the_answer(worker_class):
         assert requests.get(server.url + "/v2/health/live", timeout=5).status_code == 200
 
 
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+def test_a_chunked_body_over_the_limit_still_being_sent_gets_its_413(worker_class):
+    env = {"WORKER_CLASS": worker_class, "THREADS": "2", "MAX_CONTENT_LENGTH": str(MIB)}
+    with GunicornServer(MODELS, env=env, workers=1) as server:
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", server.port)) as sock:
+                sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n")
+                chunk = b"10000\r\n" + b"\0" * 0x10000 + b"\r\n"  # 64 KiB chunks, 16 MiB in all
+                with sending_chunks(sock, chunk, 256):
+                    data = answer(sock)
+            assert status_of(data) == 413, data[:300]
+            assert b"MAX_CONTENT_LENGTH" in data
+
+
+@contextlib.contextmanager
+def sending_chunks(sock: socket.socket, chunk: bytes, count: int):
+    def run() -> None:
+        with contextlib.suppress(OSError):
+            for _ in range(count):
+                sock.sendall(chunk)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join(20)
+
+
 def test_a_client_refused_with_503_while_sending_its_body_reads_the_answer():
     """503 after ADMISSION_WAIT_S (no room in WORKER_BODY_BYTES) while the client keeps sending."""
     env = {"MAX_CONTENT_LENGTH": str(4 * MIB), "WORKER_BODY_BYTES": str(2 * MIB), "ADMISSION_WAIT_S": "0.3",
