@@ -319,7 +319,7 @@ def _print_score(samples: list[NumberPicture], images: np.ndarray, labels: np.nd
     service = build()
     service.start()
     plane = service.plane
-    answers = [plane.read(None, {"top_k": "0"}, s.data, Timings()) for s in samples]
+    answers = [_read(plane, s.data, Timings) for s in samples]
     figures = score(samples, answers)
     # The model's own ceiling: the same digits, each alone, as MNIST shows them.
     model = plane.model(None)
@@ -350,6 +350,17 @@ def _print_score(samples: list[NumberPicture], images: np.ndarray, labels: np.nd
             print(f"  miss: {sample.text} read {answer['text'] or '(nothing)'} ({sample.spacing}"
                   f"{', model right alone' if right else ''})")
     return answers
+
+
+def _read(plane, data: bytes, timings: type) -> dict:
+    """``DataPlane.read``'s answer; a refusal (422: more pieces of ink than MAX_READ_DIGITS) is a
+    reading too, and a wrong one."""
+    from service.errors import Unprocessable
+
+    try:
+        return plane.read(None, {"top_k": "0"}, data, timings())
+    except Unprocessable:
+        return {"text": "(422)", "digits": []}
 
 
 def contact_sheet(misses: list[tuple[NumberPicture, dict]], path: Path, tile: tuple[int, int] = (560, 260)) -> None:
