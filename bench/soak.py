@@ -428,18 +428,18 @@ def report(args: argparse.Namespace, load: Load, sampler: Sampler, reload_at: fl
     levels = medians(sampler.observations, args.interval, count)
 
     say(f"soak: {seconds:g} s of mixed traffic at {args.rate:g} requests/s from {args.clients} client threads "
-          f"against {args.workers} workers; intervals of {args.interval:g} s; version {reload_version_} "
-          f"published at {reload_at:.1f} s")
+        f"against {args.workers} workers; intervals of {args.interval:g} s; version {reload_version_} "
+        f"published at {reload_at:.1f} s")
     say(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     say(f"machine: {platform.node()}, {os.cpu_count()} cores; load average (1 min) {load_averages[0]} at the "
         f"start, {load_averages[1]} at the end (other work on the machine slows the answers, not the verdict)")
     say("\nrequests per interval: count · p50 / p99 ms (bad = 4xx expected: "
-          + ", ".join(f"{k.name} {k.expect}" for k in load.kinds if k.group == "bad") + ")\n")
+        + ", ".join(f"{k.name} {k.expect}" for k in load.kinds if k.group == "bad") + ")\n")
     say("\n".join(request_table(answers, groups, args.interval, count)))
     say("\nthe whole run per kind:\n")
     say("\n".join(kind_table(answers, load.kinds)))
     say("\nmemory and descriptors per interval (median of samples every "
-          f"{sampler.every:g} s; fds: open descriptors apart from live client connections)\n")
+        f"{sampler.every:g} s; fds: open descriptors apart from live client connections)\n")
     say("\n".join(memory_table(levels, roles)))
     say(reload_step(levels, int(reload_at // args.interval)))
     say(growth_around_reload(levels, roles, int(reload_at // args.interval)))
@@ -468,7 +468,7 @@ def report(args: argparse.Namespace, load: Load, sampler: Sampler, reload_at: fl
     verdict.add("server log lines at ERROR", "–", str(len(log_errors)), "–", "0", not log_errors)
     late = sum(a.lag > 1.0 for a in answers)
     say(f"\ntotal: {len(answers)} requests ({len(good)} good, {len(bad)} bad), {len(failed)} errors; "
-          f"{late} started more than 1 s after their due time (max {max((a.lag for a in answers), default=0):.2f} s)")
+        f"{late} started more than 1 s after their due time (max {max((a.lag for a in answers), default=0):.2f} s)")
     for a in failed[:10]:
         say(f"  error at {a.start:.1f} s: {a.problem}")
     for line in log_errors[:5]:
@@ -476,7 +476,7 @@ def report(args: argparse.Namespace, load: Load, sampler: Sampler, reload_at: fl
     say("\nverdict (growth from the warm interval to the last, and errors):\n")
     say("\n".join(verdict.table()))
     say(f"\nsoak {'PASS' if verdict.passed else 'FAIL'}" + ("" if verdict.passed else f" (server log and "
-          f"repository kept in {workdir})"))
+        f"repository kept in {workdir})"))
     return verdict.passed, "\n".join(lines)
 
 
