@@ -146,7 +146,7 @@ def byte_compile_service() -> None:
     """Byte-compile service/ as the image and ``make serve`` do, so the servers start as they do there.
 
     Where PYTHONDONTWRITEBYTECODE is set (this machine, the image) and nothing compiled the checkout,
-    every start compiled the service from source: 0.1-0.2 s of CPU in the master before it forks, which
+    every start compiled the service from source: 70-120 ms of CPU in the master before it forks, which
     time to ready measured as if it were the service's.
     """
     compileall.compile_dir(ROOT / "service", quiet=1)
