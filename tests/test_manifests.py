@@ -179,17 +179,19 @@ def test_grpc_port_is_exposed_and_named() -> None:
     assert re.search(rf"^EXPOSE 8000 {GRPC_PORT}$", runtime, re.M)
 
 
-def test_admin_token_comes_from_the_secret() -> None:
-    """ADMIN_TOKEN is read from the Secret (never a literal in the Deployment or the ConfigMap), and the
-    committed Secret is empty: the admin API stays off until an operator sets a token."""
+@pytest.mark.parametrize("token", ["ADMIN_TOKEN", "FEEDBACK_TOKEN"])
+def test_tokens_come_from_the_secret(token: str) -> None:
+    """ADMIN_TOKEN and FEEDBACK_TOKEN are read from the Secret (never a literal in the Deployment or the
+    ConfigMap), and the committed Secret holds them empty: the admin API stays off, and feedback open (within
+    its quota), until an operator sets a token."""
     secret = by_kind("Secret")
     (container,) = by_kind("Deployment")["spec"]["template"]["spec"]["containers"]
     env = {item["name"]: item for item in container.get("env", [])}
-    ref = env["ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]
+    ref = env[token]["valueFrom"]["secretKeyRef"]
     assert ref["name"] == secret["metadata"]["name"]
-    assert ref["key"] in secret["stringData"] and ref["key"] in SETTINGS_ENV
-    assert secret["stringData"]["ADMIN_TOKEN"] == ""
-    assert "ADMIN_TOKEN" not in by_kind("ConfigMap")["data"]
+    assert ref["key"] == token and token in SETTINGS_ENV
+    assert secret["stringData"][token] == ""
+    assert token not in by_kind("ConfigMap")["data"]
     assert all("value" not in item for item in container.get("env", []))  # settings: ConfigMap or Secret
 
 
