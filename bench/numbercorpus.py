@@ -25,6 +25,7 @@ scored on the string, on each digit and on where it put the boxes. Deterministic
     python -m bench.numbercorpus --count 200 --style plain --score                         # accuracy
     python -m bench.numbercorpus --style photo --score --misses artifacts/numbers/photo-misses.png
     python -m bench.numbercorpus --style field --count 200 --seed 1 --score
+    python -m bench.numbercorpus --style field --count 30 --seed 21 --frame 1600x1200 --time  # ms per picture
 
 ``--score`` reads every picture with the service's data plane in-process (``DataPlane.read``, the
 committed models) and prints whole-string and per-digit accuracy, plus the ceiling the model alone
@@ -292,9 +293,13 @@ def _main() -> None:
     parser.add_argument("--out", type=Path, help="write the pictures (and labels.csv) here")
     parser.add_argument("--score", action="store_true", help="read them with the data plane and print accuracy")
     parser.add_argument("--misses", type=Path, help="with --score: write a contact sheet PNG of the misses here")
+    parser.add_argument("--time", action="store_true",
+                        help="print ms per picture of DataPlane.read (decode, segment, classify), one at a time")
+    parser.add_argument("--frame", help="field style: pin the frame, WIDTHxHEIGHT (e.g. 1600x1200)")
     args = parser.parse_args()
     images, labels = mnist_test_digits()
-    samples = generate(args.count, style=args.style, seed=args.seed, images=images, labels=labels)
+    frame = tuple(int(v) for v in args.frame.split("x")) if args.frame else None
+    samples = generate(args.count, style=args.style, seed=args.seed, images=images, labels=labels, frame=frame)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         lines = ["file,text,spacing"]
@@ -304,12 +309,38 @@ def _main() -> None:
             lines.append(f"{name},{sample.text},{sample.spacing}")
         (args.out / "labels.csv").write_text("\n".join(lines) + "\n")
         print(f"wrote {len(samples)} pictures to {args.out}")
+    if args.time:
+        _print_times(samples)
     if args.score:
         answers = _print_score(samples, images, labels)
         if args.misses:
             misses = [(s, a) for s, a in zip(samples, answers, strict=True) if a["text"] != s.text]
             contact_sheet(misses, args.misses)
             print(f"wrote {len(misses)} misses to {args.misses}")
+
+
+def _print_times(samples: list[NumberPicture], repeat: int = 3) -> None:
+    """Wall median / p90 and mean CPU ms of ``DataPlane.read`` per picture, one request at a time in
+    this process (as one worker serving one request), after a short warm-up."""
+    import time
+
+    from service.build import build
+    from service.dataplane import Timings
+
+    service = build()
+    service.start()
+    for sample in samples[:3]:
+        _read(service.plane, sample.data, Timings)
+    walls, cpus = [], []
+    for _ in range(repeat):
+        for sample in samples:
+            wall, cpu = time.perf_counter(), time.process_time()
+            _read(service.plane, sample.data, Timings)
+            cpus.append(time.process_time() - cpu)
+            walls.append(time.perf_counter() - wall)
+    ms = np.array(walls) * 1000
+    print(f"read: n={len(ms)} median={np.median(ms):.1f} ms p90={np.percentile(ms, 90):.1f} ms "
+          f"cpu={np.mean(cpus) * 1000:.1f} ms")
 
 
 def _print_score(samples: list[NumberPicture], images: np.ndarray, labels: np.ndarray) -> list[dict]:
