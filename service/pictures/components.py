@@ -79,6 +79,15 @@ class Components:
         out[self._pixels(keep[self.label])[0]] = True
         return out.reshape(height, width)
 
+    def subset(self, keep: np.ndarray) -> Components:
+        """The components whose ``keep`` entry is true, renumbered 0..n-1 in their order (the mask of
+        the rest removed, without labelling again)."""
+        runs = keep[self.label]
+        renumber = np.cumsum(keep) - 1
+        return Components(
+            self.shape, self.row[runs], self.start[runs], self.stop[runs], renumber[self.label[runs]], int(keep.sum())
+        )
+
     def run_sums(self, values: np.ndarray) -> np.ndarray:
         """The sum of ``values`` (an image of this shape) over each run: per-component totals are a
         ``np.bincount`` of these by ``label`` (the ink in a component, its strong pixels)."""

@@ -85,22 +85,28 @@ class InkMap(NamedTuple):
 
 def ink_map(gray: np.ndarray) -> InkMap:
     """Steps 1-4 of the module's docstring on a whole picture."""
+    return _ink_map(gray)[0]
+
+
+def _ink_map(gray: np.ndarray) -> tuple[InkMap, Components | None]:
+    """``ink_map``, and the components of its mask when the ruling removal left them as they were
+    (plain paper: labelling once instead of twice)."""
     work = working_copy(gray)
     ink, below = _flatten(work)
-    mask, _ = _hysteresis(ink, below)
-    if mask.any():
+    components = _hysteresis(ink, below)
+    mask = components.mask(np.ones(components.count, bool))
+    lines = np.zeros_like(mask)
+    if components.count:
         mask, lines = remove_ruling(mask, ink)
-    else:
-        lines = np.zeros_like(mask)
-    return InkMap(ink, mask, lines, work.shape[1] / gray.shape[1])
+        if lines.any():
+            components = None
+    return InkMap(ink, mask, lines, work.shape[1] / gray.shape[1]), components
 
 
 def digit_ink(gray: np.ndarray) -> DigitInk | None:
     """The dominant ink cluster of a photo or scan, cropped to its box; None when there is no ink."""
-    ink, kept, lines, _ = ink_map(gray)
-    if not kept.any():
-        return None
-    found = _digit(kept, ink)
+    (ink, kept, lines, _), components = _ink_map(gray)
+    found = _digit(label_runs(kept) if components is None else components, ink)
     if found is None:
         return None
     mask, (top, bottom, left, right) = found
@@ -208,23 +214,29 @@ def ink_mask(ink: np.ndarray, paper: np.ndarray | None = None) -> tuple[np.ndarr
     paper) when the paper is given: in a shadow the paper is darker and the same noise is a larger
     fraction of it, so a threshold on the ratio alone would take the shadow's grain for ink.
     """
-    return _hysteresis(ink, None if paper is None else ink * paper)
+    components = _hysteresis(ink, None if paper is None else ink * paper)
+    return components.mask(np.ones(components.count, bool)), ink >= np.float32((2 * _ink_floor(ink) - 0.5) / 255)
 
 
-def _hysteresis(ink: np.ndarray, below: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """``ink_mask`` given the grey levels below the paper (``_flatten``'s second result)."""
-    low = _noise_floor(ink, 4.5, _MIN_LOW)
+def _ink_floor(ink: np.ndarray) -> int:
+    """The weak threshold (of 255): 4.5 robust sigmas above the paper's median ink level."""
+    return _noise_floor(ink, 4.5, _MIN_LOW)
+
+
+def _hysteresis(ink: np.ndarray, below: np.ndarray | None) -> Components:
+    """``ink_mask``'s mask as components, given the grey levels below the paper (``_flatten``'s second)."""
+    low = _ink_floor(ink)
     weak = ink >= np.float32((low - 0.5) / 255)
     if below is not None:
         weak &= below >= np.float32(_noise_floor(below, 4.5, 6, scale=1.0) - 0.5)
-    # Strong: twice the noise floor. (Otsu's level between the weak pixels' two classes was tried: next
-    # to darker clutter -- a speck, the page's edge -- it rose above a whole pencil stroke.)
-    strong = weak & (ink >= np.float32((2 * low - 0.5) / 255))
     components = label_runs(weak)
     if components.count == 0:
-        return weak, strong
+        return components
+    # Strong: twice the noise floor. (Otsu's level between the weak pixels' two classes was tried: next
+    # to darker clutter -- a speck, the page's edge -- it rose above a whole pencil stroke.)
+    strong = ink >= np.float32((2 * low - 0.5) / 255)
     has_strong = np.bincount(components.label, weights=components.run_sums(strong), minlength=components.count)
-    return components.mask(has_strong > 0), strong
+    return components.subset(has_strong > 0)
 
 
 def _noise_floor(values: np.ndarray, sigmas: float, least: int, scale: float = 255.0) -> int:
@@ -350,13 +362,13 @@ def digit_mask(mask: np.ndarray, ink: np.ndarray) -> np.ndarray | None:
     Dominant means the most ink (sum of strengths): a faint blotch or a dark speck loses to the digit,
     even a pencil one.
     """
-    found = _digit(mask, ink)
+    found = _digit(label_runs(mask), ink)
     return None if found is None else found[0]
 
 
-def _digit(mask: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
-    """``digit_mask`` and the box of the digit (top, bottom, left, right; end-exclusive)."""
-    components = label_runs(mask)
+def _digit(components: Components, ink: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+    """``digit_mask`` (from the mask's components) and the digit's box (top, bottom, left, right;
+    end-exclusive)."""
     if components.count == 0:
         return None
     weight = np.bincount(components.label, weights=components.run_sums(ink), minlength=components.count)
