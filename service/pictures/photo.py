@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from .components import Components, label_runs
 
@@ -169,14 +169,13 @@ def _flatten(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     dark = _strongest(np.subtract(closed[inner], coarse, dtype=np.int32))
     light = _strongest(np.subtract(coarse, opened[inner], dtype=np.int32))
     dark_ink = 2 * light <= 3 * dark  # dark ink unless light clearly dominates: most photos are of pen on paper
-    background = Image.fromarray(closed if dark_ink else opened).filter(ImageFilter.BoxBlur(1))
-    level = np.asarray(background, dtype=np.float32)
+    level = _box3(closed if dark_ink else opened)  # smoothed: the filters leave steps between cells
+    pad -= 1
     if not dark_ink:  # light ink on a dark ground: measured against white, as if inverted
         level = np.float32(255.0) - level
     np.maximum(level, np.float32(1.0), out=level)
     # map the coarse cells back onto the full grid (float32, margins cut off): the paper, and its inverse
-    box = (pad, pad, pad + coarse.shape[1], pad + coarse.shape[0])
-    paper = np.asarray(Image.fromarray(level, "F").resize((width, height), Image.Resampling.BILINEAR, box=box))
+    paper = _upscale(level, pad, coarse.shape, (height, width))
     if dark_ink:
         below = np.subtract(paper, gray, dtype=np.float32)
     else:
@@ -184,6 +183,42 @@ def _flatten(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ink = np.divide(below, paper, dtype=np.float32)
     np.clip(ink, np.float32(0.0), np.float32(1.0), out=ink)
     return ink, below
+
+
+def _box3(image: np.ndarray) -> np.ndarray:
+    """3x3 mean (float32) of the pixels with all their neighbours inside: one pixel smaller each way."""
+    rows = np.add(image[:-2], image[1:-1], dtype=np.float32)
+    rows += image[2:]
+    out = rows[:, :-2] + rows[:, 1:-1]
+    out += rows[:, 2:]
+    out *= np.float32(1.0 / 9.0)
+    return out
+
+
+def _upscale(level: np.ndarray, pad: int, cells: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear interpolation of the ``cells`` inside ``level``'s margin of ``pad`` onto ``shape`` (float32).
+
+    Rows on the small grid first, then columns: one gather of each neighbouring column and a blend
+    (a third of Pillow's resize from a float image, which filters the whole output twice).
+    """
+    rows = _taps(pad, cells[0], shape[0])
+    cols = _taps(pad, cells[1], shape[1])
+    upper, lower, weight = rows
+    tall = level[upper]
+    tall += (level[lower] - tall) * weight[:, None]
+    left, right, weight = cols
+    out = tall[:, left]
+    out += (tall[:, right] - out) * weight
+    return out
+
+
+def _taps(pad: int, cells: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each of ``size`` output pixels: the two source cells around its centre and the weight of the
+    second (the cells start at ``pad``; the margin covers the half cell beyond either end)."""
+    centre = pad + (np.arange(size, dtype=np.float32) + np.float32(0.5)) * np.float32(cells / size) - np.float32(0.5)
+    first = np.floor(centre)
+    index = first.astype(np.intp)
+    return index, index + 1, centre - first
 
 
 def _rank(image: np.ndarray, pick: np.ufunc) -> np.ndarray:
@@ -263,8 +298,13 @@ def remove_ruling(mask: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, np.nda
     """
     faint = ink >= np.float32((_noise_floor(ink, 2.5, _MIN_LOW // 2) - 0.5) / 255)
     faint |= mask
-    lines = _lines(faint)
-    lines |= _lines(np.ascontiguousarray(faint.T)).T
+    height, width = faint.shape
+    lines = np.zeros((height, width), bool)
+    # strip sums run along the first axis (the fast one for numpy): the transposed copy gives the rows'
+    ys, xs = _lines(_strip_counts(np.ascontiguousarray(faint.T)), width)
+    lines[ys, xs] = True
+    xs, ys = _lines(_strip_counts(faint), height)
+    lines[ys, xs] = True
     lines &= faint
     if not lines.any():
         return mask, lines
@@ -290,8 +330,17 @@ def crossings(lines: np.ndarray, digit: np.ndarray) -> np.ndarray:
     return lines & ((above & below) | (left & right))
 
 
-def _lines(faint: np.ndarray) -> np.ndarray:
-    """The pixels of near-horizontal straight lines across the picture (transpose for vertical ones).
+def _strip_counts(faint: np.ndarray) -> np.ndarray:
+    """(columns, ``_BLOCKS``) int16: the mask's pixels in each column within each of ``_BLOCKS`` strips
+    of rows (of ``faint``'s first axis; the rest of the rows, fewer than ``_BLOCKS``, left out)."""
+    block = faint.shape[0] // _BLOCKS
+    counts = faint[: block * _BLOCKS].view(np.uint8).reshape(_BLOCKS, block, -1).sum(axis=1, dtype=np.int16)
+    return np.ascontiguousarray(counts.T)
+
+
+def _lines(counts: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels (rows, columns) of near-horizontal straight lines across a picture of ``length``
+    columns, from its ``_strip_counts`` (of the transposed picture; swap for vertical lines).
 
     Each line may have its own slope within +-5 degrees (a photo's perspective makes ruled lines
     converge). The picture is cut into ``_BLOCKS`` vertical strips; in each, a row where the mask fills
@@ -299,12 +348,11 @@ def _lines(faint: np.ndarray) -> np.ndarray:
     through all but ``_MISSING`` strips, found by voting (a Hough transform on the few hundred hits,
     not on the pixels: a digit, at most 60 % of the picture's width, fills too few strips to pass).
     """
-    height, width = faint.shape
-    lines = np.zeros((height, width), bool)
-    block = width // _BLOCKS
+    height = counts.shape[0]
+    block = length // _BLOCKS
+    none = (np.zeros(0, np.intp), np.zeros(0, np.intp))
     if block < 2 or height < 5:
-        return lines
-    counts = faint[:, : block * _BLOCKS].view(np.uint8).reshape(height, _BLOCKS, block).sum(axis=2, dtype=np.int16)
+        return none
     # a sloping line splits its pixels in a strip over two rows: each row counts with its fuller
     # neighbour, and only the row that holds the most of a line (a local maximum) is its hit
     merged = _with_neighbour(counts)
@@ -313,12 +361,12 @@ def _lines(faint: np.ndarray) -> np.ndarray:
     hit[:-1] &= merged[:-1] >= merged[1:]
     rows, strips = np.nonzero(hit)
     if rows.size < _BLOCKS - _MISSING:
-        return lines
+        return none
     # vote: for each slope, the line's row at the picture's centre (so all slopes share one axis)
-    offset = int(np.ceil(width * _LINE_ANGLES[-1] / 2)) + 2
+    offset = int(np.ceil(length * _LINE_ANGLES[-1] / 2)) + 2
     size = height + 2 * offset
     slopes = len(_LINE_ANGLES)
-    centres = (strips + 0.5) * block - width / 2
+    centres = (strips + 0.5) * block - length / 2
     keys = np.rint(rows - _LINE_ANGLES[:, None] * centres).astype(np.int64) + offset
     keys += np.arange(slopes)[:, None] * size
     # the true slope falls between two tried ones: one row of tolerance (each strip has one hit per line)
@@ -332,20 +380,19 @@ def _lines(faint: np.ndarray) -> np.ndarray:
         peak[:-shift] &= score[:-shift] > score[shift:]
     found = np.flatnonzero(peak)
     if found.size == 0:
-        return lines
+        return none
     slope = _LINE_ANGLES[best[found]][:, None]
     # the rows around each line that its pixels fill (thickness, blur), judged on the strips' counts
     reach = np.arange(-_LINE_REACH, _LINE_REACH + 1)[None, :, None]
-    centre = np.rint((found - offset)[:, None] + slope * ((np.arange(_BLOCKS) + 0.5) * block - width / 2))
+    centre = np.rint((found - offset)[:, None] + slope * ((np.arange(_BLOCKS) + 0.5) * block - length / 2))
     fill = counts[np.clip(centre.astype(np.int64)[:, None, :] + reach, 0, height - 1), np.arange(_BLOCKS)].sum(axis=2)
     thick = fill >= np.maximum(0.3 * fill.max(axis=1, keepdims=True), block * _BLOCKS * _LINE_FILL * 0.3)
     line, shift = np.nonzero(thick)
-    xs = np.arange(width)
-    ys = np.rint((found[line] - offset)[:, None] + slope[line] * (xs - width / 2)).astype(np.int64)
+    xs = np.arange(length)
+    ys = np.rint((found[line] - offset)[:, None] + slope[line] * (xs - length / 2)).astype(np.intp)
     ys += reach[0, shift]
     inside = (ys >= 0) & (ys < height)
-    lines[ys[inside], np.broadcast_to(xs, ys.shape)[inside]] = True
-    return lines
+    return ys[inside], np.broadcast_to(xs, ys.shape)[inside]
 
 
 def _with_neighbour(counts: np.ndarray) -> np.ndarray:
