@@ -334,7 +334,7 @@ def _strip_counts(faint: np.ndarray) -> np.ndarray:
     """(columns, ``_BLOCKS``) int16: the mask's pixels in each column within each of ``_BLOCKS`` strips
     of rows (of ``faint``'s first axis; the rest of the rows, fewer than ``_BLOCKS``, left out)."""
     block = faint.shape[0] // _BLOCKS
-    counts = faint[: block * _BLOCKS].view(np.uint8).reshape(_BLOCKS, block, -1).sum(axis=1, dtype=np.int16)
+    counts = faint[: block * _BLOCKS].view(np.uint8).reshape(_BLOCKS, block, faint.shape[1]).sum(axis=1, dtype=np.int16)
     return np.ascontiguousarray(counts.T)
 
 
