@@ -5,8 +5,11 @@ hand's shadow), the paper is cream or grey, ruled or squared lines cross it, dus
 show, and the digit may be a tenth of the frame. Subtracting one background level (what served clean
 pictures well) turns a gradient or a ruled line into "ink". So, in order:
 
-1. ``working_copy``: shrink to a short side of ``WORK_SIDE`` px (a box filter keeps thin strokes as
-   faint ink instead of dropping them); a digit, at least a tenth of the short side, still spans 36 px.
+1. ``working_copy``: box-reduce by the integer factor that brings the short side nearest ``WORK_SIDE``
+   (~190 px; averaging keeps thin strokes as faint ink and evens out pencil grain and sensor noise); a
+   digit, at least a tenth of the short side, still spans ~19 px, MNIST's own 20-px box. Measured
+   (``bench.fieldaccuracy``, seed 3): 96.7 % of the photo corpus at ~190 px against 95.0 % at ~375 px,
+   so the smaller copy is not only ~4x cheaper but reads better.
 2. ``flatten_lighting``: estimate the paper at a coarse scale (a morphological closing removes strokes
    thinner than ~15 % of the short side, then a blur) and divide by it: ``ink = 1 - picture / paper``,
    so ink reads the same in the light and in the shadow, and a gradient is not ink.
@@ -17,12 +20,15 @@ pictures well) turns a gradient or a ruled line into "ink". So, in order:
 4. ``remove_ruling``: rows (and columns) of ink that run straight across the whole picture, at any
    angle within +-5 degrees (each line its own: perspective), are ruled or squared lines or the page's
    edge: removed (``ink_map`` returns the picture's ink up to here, for segmenting several digits).
+   Lines are found by voting on per-strip hits (16 strips), not on every pixel.
 5. ``digit_mask``: the dominant component by ink mass, plus the pieces near it (a 5's detached bar, a
    stroke cut by a removed line); far specks and remnants are dropped; ``crossings`` then puts back
    the line pixels under the digit's strokes (digit ink on both sides of the line).
 
 ``digit_ink`` runs all of it; ``service.pictures.normalise`` then does MNIST's own normalisation. Numpy
-and Pillow only; no Flask (training imports this too).
+and Pillow only; no Flask (training imports this too). Cost: ~3 ms of CPU for a 12 MP photo decoded at
+1/8 (``python -m bench.pictures``): every step works on whole arrays of the ~190-px copy or on the
+runs and strips derived from it, never pixel by pixel in Python.
 """
 
 from __future__ import annotations
