@@ -167,7 +167,7 @@ def _flatten(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # mirrored margins, so the filters near the frame's edge see paper on both sides (a vignette's
     # dark corner is not mistaken for ink); each of the two filters eats 3 of them on every side
     pad = 2 * _CLOSING
-    padded = np.pad(coarse, pad, mode="reflect" if min(coarse.shape) > pad else "edge")
+    padded = coarse[np.ix_(_mirrored(coarse.shape[0], pad), _mirrored(coarse.shape[1], pad))]
     closed = _rank(_rank(padded, np.maximum), np.minimum)
     opened = _rank(_rank(padded, np.minimum), np.maximum)
     pad -= 2 * (_CLOSING // 2)  # margin left around the picture's own cells
@@ -189,6 +189,16 @@ def _flatten(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ink = np.divide(below, paper, dtype=np.float32)
     np.clip(ink, np.float32(0.0), np.float32(1.0), out=ink)
     return ink, below
+
+
+def _mirrored(size: int, pad: int) -> np.ndarray:
+    """Indices of ``size`` cells with ``pad`` more on either side, mirrored about the end cells (as
+    ``np.pad``'s "reflect", in one gather instead of its dozen calls); clamped where ``size`` is too short."""
+    index = np.arange(-pad, size + pad)
+    if size <= pad:  # too short to mirror: the end cells repeated (np.pad's "edge")
+        return np.clip(index, 0, size - 1)
+    index = np.abs(index)
+    return np.minimum(index, 2 * (size - 1) - index)
 
 
 def _box3(image: np.ndarray) -> np.ndarray:
@@ -302,8 +312,7 @@ def remove_ruling(mask: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, np.nda
     Returns (kept, lines). Lines are found on a fainter mask than the ink's (a ruled line is faint and
     long: it stands out even where only part of it clears the noise).
     """
-    faint = ink >= np.float32((_noise_floor(ink, 2.5, _MIN_LOW // 2) - 0.5) / 255)
-    faint |= mask
+    faint = ink >= np.float32((_noise_floor(ink, 2.5, _MIN_LOW // 2) - 0.5) / 255)  # holds the mask
     height, width = faint.shape
     lines = np.zeros((height, width), bool)
     # strip sums run along the first axis (the fast one for numpy): the transposed copy gives the rows'
