@@ -91,28 +91,29 @@ class InkMap(NamedTuple):
 
 def ink_map(gray: np.ndarray) -> InkMap:
     """Steps 1-4 of the module's docstring on a whole picture."""
-    return _ink_map(gray)[0]
+    ink, components, lines, scale = _ink_map(gray)
+    return InkMap(ink, components.mask(np.ones(components.count, bool)), lines, scale)
 
 
-def _ink_map(gray: np.ndarray) -> tuple[InkMap, Components | None]:
-    """``ink_map``, and the components of its mask when the ruling removal left them as they were
-    (plain paper: labelling once instead of twice)."""
+def _ink_map(gray: np.ndarray) -> tuple[np.ndarray, Components, np.ndarray, float]:
+    """``ink_map`` with the mask as its components: (ink, components, lines, scale).
+
+    The lines are taken out of the weak mask before the hysteresis, so one labelling serves both the
+    hysteresis and the choice of the digit (and a faint blob touching a strong ruled line is not kept
+    for the line's sake).
+    """
     work = working_copy(gray)
     ink, below = _flatten(work)
-    components = _hysteresis(ink, below)
-    mask = components.mask(np.ones(components.count, bool))
-    lines = np.zeros_like(mask)
-    if components.count:
-        mask, lines = remove_ruling(mask, ink)
-        if lines.any():
-            components = None
-    return InkMap(ink, mask, lines, work.shape[1] / gray.shape[1]), components
+    weak, low = _weak(ink, below)
+    lines = _ruling(ink) if weak.any() else np.zeros_like(weak)
+    weak &= ~lines
+    return ink, _strongly_held(weak, ink, low), lines, work.shape[1] / gray.shape[1]
 
 
 def digit_ink(gray: np.ndarray) -> DigitInk | None:
     """The dominant ink cluster of a photo or scan, cropped to its box; None when there is no ink."""
-    (ink, kept, lines, _), components = _ink_map(gray)
-    found = _digit(label_runs(kept) if components is None else components, ink)
+    ink, components, lines, _ = _ink_map(gray)
+    found = _digit(components, ink)
     if found is None:
         return None
     mask, (top, bottom, left, right) = found
@@ -265,27 +266,33 @@ def ink_mask(ink: np.ndarray, paper: np.ndarray | None = None) -> tuple[np.ndarr
     paper) when the paper is given: in a shadow the paper is darker and the same noise is a larger
     fraction of it, so a threshold on the ratio alone would take the shadow's grain for ink.
     """
-    components = _hysteresis(ink, None if paper is None else ink * paper)
-    return components.mask(np.ones(components.count, bool)), ink >= np.float32((2 * _ink_floor(ink) - 0.5) / 255)
+    weak, low = _weak(ink, None if paper is None else ink * paper)
+    components = _strongly_held(weak, ink, low)
+    return components.mask(np.ones(components.count, bool)), ink >= _strong_level(low)
 
 
-def _ink_floor(ink: np.ndarray) -> int:
-    """The weak threshold (of 255): 4.5 robust sigmas above the paper's median ink level."""
-    return _noise_floor(ink, 4.5, _MIN_LOW)
-
-
-def _hysteresis(ink: np.ndarray, below: np.ndarray | None) -> Components:
-    """``ink_mask``'s mask as components, given the grey levels below the paper (``_flatten``'s second)."""
-    low = _ink_floor(ink)
+def _weak(ink: np.ndarray, below: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """The weak ink pixels and their threshold (of 255), given the grey levels below the paper
+    (``_flatten``'s second result) when known."""
+    low = _noise_floor(ink, 4.5, _MIN_LOW)
     weak = ink >= np.float32((low - 0.5) / 255)
     if below is not None:
         weak &= below >= np.float32(_noise_floor(below, 4.5, 6, scale=1.0) - 0.5)
+    return weak, low
+
+
+def _strong_level(low: int) -> np.float32:
+    """Strong: twice the noise floor. (Otsu's level between the weak pixels' two classes was tried:
+    next to darker clutter -- a speck, the page's edge -- it rose above a whole pencil stroke.)"""
+    return np.float32((2 * low - 0.5) / 255)
+
+
+def _strongly_held(weak: np.ndarray, ink: np.ndarray, low: int) -> Components:
+    """The components of the weak mask that hold a strong pixel (hysteresis)."""
     components = label_runs(weak)
     if components.count == 0:
         return components
-    # Strong: twice the noise floor. (Otsu's level between the weak pixels' two classes was tried: next
-    # to darker clutter -- a speck, the page's edge -- it rose above a whole pencil stroke.)
-    strong = ink >= np.float32((2 * low - 0.5) / 255)
+    strong = ink >= _strong_level(low)
     has_strong = np.bincount(components.label, weights=components.run_sums(strong), minlength=components.count)
     return components.subset(has_strong > 0)
 
@@ -312,7 +319,13 @@ def remove_ruling(mask: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, np.nda
     Returns (kept, lines). Lines are found on a fainter mask than the ink's (a ruled line is faint and
     long: it stands out even where only part of it clears the noise).
     """
-    faint = ink >= np.float32((_noise_floor(ink, 2.5, _MIN_LOW // 2) - 0.5) / 255)  # holds the mask
+    lines = _ruling(ink)
+    return mask & ~lines, lines
+
+
+def _ruling(ink: np.ndarray) -> np.ndarray:
+    """The pixels of ruled or squared lines and of the page's edge (``remove_ruling``)."""
+    faint = ink >= np.float32((_noise_floor(ink, 2.5, _MIN_LOW // 2) - 0.5) / 255)
     height, width = faint.shape
     lines = np.zeros((height, width), bool)
     # strip sums run along the first axis (the fast one for numpy): the transposed copy gives the rows'
@@ -322,12 +335,12 @@ def remove_ruling(mask: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, np.nda
     lines[ys, xs] = True
     lines &= faint
     if not lines.any():
-        return mask, lines
+        return lines
     # ink much darker than the line's own is a stroke crossing it (a pen over faint ruling): kept
     on_line = ink[lines]
     line_level = _median(on_line[:: max(1, on_line.size // 4000)])
     lines &= ink < np.float32(max(2.0 * line_level, line_level + 40 / 255))
-    return mask & ~lines, lines
+    return lines
 
 
 def crossings(lines: np.ndarray, digit: np.ndarray) -> np.ndarray:
