@@ -165,10 +165,12 @@ def _flatten(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     factor = max(1, min(height, width) // _COARSE_SIDE)
     image = Image.fromarray(gray)
     coarse = np.asarray(image.reduce(factor) if factor > 1 else image)
-    # mirrored margins, so the filters near the frame's edge see paper on both sides (a vignette's
-    # dark corner is not mistaken for ink); each of the two filters eats 3 of them on every side
+    # margins that continue the picture's trend (point-mirrored about the edge cells, np.pad's odd
+    # "reflect"), so the filters near the frame's edge see paper on both sides: a plain mirror turns a
+    # vignette's fall-off into a valley at the edge, which the closing fills -- the paper came out too
+    # bright there and the frame's border read as ink. Each of the two filters eats 3 on every side.
     pad = 2 * _CLOSING
-    padded = coarse[np.ix_(_mirrored(coarse.shape[0], pad), _mirrored(coarse.shape[1], pad))]
+    padded = _continued(coarse, pad)
     closed = _rank(_rank(padded, np.maximum), np.minimum)
     opened = _rank(_rank(padded, np.minimum), np.maximum)
     pad -= 2 * (_CLOSING // 2)  # margin left around the picture's own cells
@@ -190,6 +192,15 @@ def _flatten(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ink = np.divide(below, paper, dtype=np.float32)
     np.clip(ink, np.float32(0.0), np.float32(1.0), out=ink)
     return ink, below
+
+
+def _continued(image: np.ndarray, pad: int) -> np.ndarray:
+    """``image`` (int16) with ``pad`` cells more on every side: ``2 x edge - mirror image``."""
+    out = image.astype(np.int16)[np.ix_(_mirrored(image.shape[0], pad), _mirrored(image.shape[1], pad))]
+    for edge, margin in ((pad, slice(None, pad)), (-pad - 1, slice(-pad, None))):
+        np.subtract(2 * out[edge], out[margin], out=out[margin])
+        np.subtract(2 * out[:, edge : edge + 1 if edge != -1 else None], out[:, margin], out=out[:, margin])
+    return out
 
 
 def _mirrored(size: int, pad: int) -> np.ndarray:
