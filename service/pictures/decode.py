@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.pictures.pngrows import require_complete_png_rows, require_complete_rows
 
 try:
     import pyspng
@@ -193,7 +194,8 @@ def _decode_simple_png(data: bytes, max_pixels: int) -> np.ndarray | None:
         return None
     try:
         if pyspng is not None:
-            return pyspng.load(data, "L")
+            return pyspng.load(data, "L")  # libspng refuses short image data itself
+        require_complete_rows(idat, width, height, depth, colour, interlace)  # Pillow pads it
         image = Image.frombytes("L", (width, height), b"".join(idat), "zip", "L")
     except Exception:  # noqa: BLE001 - corrupt stream: let the slow path produce the error
         return None
@@ -326,6 +328,8 @@ def _decode_with_pillow(data: bytes, fmt: str, max_pixels: int, min_side: int | 
             stored = image.size
             if image.format in ("JPEG", "MPO"):
                 _draft(image, min_side)
+            if fmt == "PNG":  # Pillow pads short image data; checked after the pixel limit (it inflates)
+                require_complete_png_rows(data, MAX_PNG_CHUNKS)
             _load(image)
             upright = _upright(image)
             rotated = upright.size != image.size
