@@ -22,7 +22,7 @@ from .model_status import model_status
 from .pictures import batch as pictures
 from .pictures.decode import decode_picture
 from .pictures.normalise import batch_to_model_input
-from .pictures.segment import TooManyPieces, candidates, choose, segment_number
+from .pictures.segment import READ_MIN_SIDE, TooManyPieces, candidates, choose, segment_number
 from .registry import ModelRegistry
 from .repository import parse_version
 from .runtime import LoadedModel
@@ -181,7 +181,8 @@ class DataPlane:
                              "characters); read numbers with a digit model such as mnist")
         # A big JPEG comes back reduced (DCT scaling); boxes are scaled back to its upright full size.
         decoded = decode_picture(picture, max_pixels=min(self.settings.max_image_pixels,
-                                                         self.settings.max_request_pixels))
+                                                         self.settings.max_request_pixels),
+                                 min_side=READ_MIN_SIDE)
         limit = self.settings.max_read_digits
         try:
             places = segment_number(decoded.gray, max_pieces=limit, size=decoded.size)
