@@ -7,6 +7,7 @@ row measures its own peak, not an earlier one's).
 
     .venv/bin/python bench/bounds.py              # every row
     .venv/bin/python bench/bounds.py webp json    # rows whose name contains one of the words
+    .venv/bin/python bench/bounds.py --reload     # liveness during hot reloads (our model, 62 MiB)
 
 ``tests/test_bad_inputs.py`` and ``tests/test_bounds.py`` send the same payloads (built here) and assert
 on the status, the time and the RSS growth.
@@ -233,7 +234,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--extras", action="store_true",
                         help="with row names: also print the Server header, serving.json's mode, FIFO boot")
+    parser.add_argument("--reload", action="store_true",
+                        help="only time liveness during hot reloads (our model, a 62 MiB one)")
     args = parser.parse_args(argv)
+    if args.reload:
+        reload_rows()
+        return
     selected = [r for r in rows() if not args.only or any(w.lower() in r.name.lower() for w in args.only)]
     log = Path(os.environ.get("TMPDIR", "/tmp")) / "bounds-gunicorn.log"
     env = {"ADMIN_TOKEN": TOKEN, "CORS_ORIGINS": ORIGIN}
@@ -307,6 +313,92 @@ def _liveness_during_big_load(size: int = 60 * MIB) -> str:
                 time.sleep(0.005)
             seen = "refused after loading" if deadline else "not loaded within 15 s"
         return f"slowest of the live checks {slowest * 1000:.0f} ms ({seen})"
+
+
+def mlp_onnx(hidden: tuple[int, ...], seed: int = 0) -> bytes:
+    """A real model of the contract's signature (float [N,784] -> softmax [N,10]) with ``hidden`` dense
+    layers: about 4 bytes per weight, so (3800, 3500) is a 62 MiB model.onnx."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from service.contract import FEATURES, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
+
+    rng = np.random.default_rng(seed)
+    sizes = (FEATURES, *hidden, NUM_CLASSES)
+    nodes, weights, last = [], [], INPUT_NAME
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
+        scale = 1.0 / np.sqrt(n_in)
+        weights += [numpy_helper.from_array((rng.standard_normal((n_in, n_out)) * scale).astype(np.float32), f"w{i}"),
+                    numpy_helper.from_array(np.zeros(n_out, np.float32), f"b{i}")]
+        nodes += [helper.make_node("MatMul", [last, f"w{i}"], [f"m{i}"]),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"])]
+        last = f"a{i}"
+        if i < len(hidden):
+            nodes.append(helper.make_node("Relu", [last], [f"r{i}"]))
+            last = f"r{i}"
+    nodes.append(helper.make_node("Softmax", [last], [OUTPUT_NAME], axis=-1))
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", FEATURES])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", NUM_CLASSES])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def liveness_during_reload(blob: bytes, seconds: float = 30.0) -> dict:
+    """Publish ``blob`` as mnist version 2 (a real, loadable model) into a polled repository served by
+    one gevent worker, and time /v2/health/live every 5 ms until the worker serves it: what a hot
+    reload costs the event loop (onnxruntime builds the session in a native thread, but holds the GIL
+    for part of it)."""
+    import hashlib
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "repo"
+        (repo / "mnist").mkdir(parents=True)
+        os.symlink(MODELS / "mnist" / "1", repo / "mnist" / "1")
+        card = json.loads((MODELS / "mnist" / "1" / "model.json").read_bytes())
+        card["onnx"]["sha256"] = hashlib.sha256(blob).hexdigest()
+        card["version"] = 2
+        build = repo / "mnist" / ".tmp-2"
+        build.mkdir()
+        (build / "model.onnx").write_bytes(blob)
+        (build / "model.json").write_text(json.dumps(card))
+        env = {"RUNTIME_DIR": str(Path(tmp) / "run"), "POLL_INTERVAL_S": "0.5", "MAX_MODEL_BYTES": str(len(blob) + 1)}
+        with GunicornServer(repo, env=env, workers=1, log_path=Path(tmp) / "gunicorn.log") as server:
+            session = requests.Session()
+            times: list[float] = []
+            for _ in range(100):  # a baseline
+                t0 = time.perf_counter()
+                session.get(server.url + "/v2/health/live", timeout=30)
+                times.append(time.perf_counter() - t0)
+                time.sleep(0.005)
+            baseline = sorted(times)
+            times = []
+            os.rename(build, repo / "mnist" / "2")
+            started, loaded_s = time.monotonic(), None
+            while time.monotonic() - started < seconds:
+                t0 = time.perf_counter()
+                session.get(server.url + "/v2/health/live", timeout=30)
+                times.append(time.perf_counter() - t0)
+                if "loaded model mnist version 2" in server.log():
+                    loaded_s = time.monotonic() - started
+                    break
+                time.sleep(0.005)
+            load_line = next((line for line in server.log().splitlines() if "version 2" in line), "")
+    during = sorted(times)
+    return {"model_mib": round(len(blob) / MIB, 1), "loaded_after_s": round(loaded_s, 2) if loaded_s else None,
+            "live_baseline_max_ms": round(baseline[-1] * 1000, 1),
+            "live_during_max_ms": round(during[-1] * 1000, 1),
+            "live_during_p50_ms": round(during[len(during) // 2] * 1000, 1),
+            "live_checks": len(during), "log": load_line[-160:]}
+
+
+def reload_rows() -> None:
+    """Liveness during a hot reload of our model and of a 62 MiB one (under MAX_MODEL_BYTES' 64 MiB)."""
+    ours = (MODELS / "mnist" / "1" / "model.onnx").read_bytes()
+    for name, blob in (("our model", ours), ("62 MiB MLP", mlp_onnx((3800, 3500)))):
+        print(f"hot reload, {name}: {json.dumps(liveness_during_reload(blob))}", flush=True)
 
 
 def _fifo_boot(timeout: float = 30.0) -> str:

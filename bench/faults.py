@@ -16,7 +16,8 @@ Scenarios:
 - ``slow``: slow clients (a body sent 1 byte per interval, and a slowloris that never finishes its
   headers) are connected while a normal client measures its latency and success.
 - ``crowd``: 2,500 uploads that stall after 3 body bytes, and 64 maximum-size bodies (raw and JSON)
-  held one byte short: liveness and predictions timed while they are held, the workers' RSS growth
+  held one byte short, each alone and the first two at once: liveness and predictions timed from
+  before the crowd connects until it has been held ``hold_s``, the workers' RSS growth
   (from /proc), the status each crowd member got and when, the same worker pids afterwards.
 - ``publish``: a full disk and a killed publisher during ``training.publish.publish``, a torn
   (non-atomic) version folder, a directory or a FIFO where a model file should be, and the served
@@ -30,6 +31,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -92,6 +94,7 @@ class Result:
     error: str | None = None
     version: str | None = None
     client_port: int | None = None  # our end of the connection: which server process held it
+    t_connected: float | None = None  # when connect() returned (the kernel's handshake, not the worker)
 
     @property
     def ok(self) -> bool:
@@ -107,6 +110,7 @@ def one_request(port: int, method: str = "POST", path: str = "/predict", body: b
     client_port = None
     try:
         conn.connect()
+        connected = time.monotonic()
         client_port = conn.sock.getsockname()[1]
         conn.request(method, path, body=body, headers=PNG_HEADERS if headers is None else headers)
         response = conn.getresponse()
@@ -114,7 +118,8 @@ def one_request(port: int, method: str = "POST", path: str = "/predict", body: b
         version = None
         if want_version and response.status == 200:
             version = json.loads(data).get("model_version")
-        return Result(t0, time.monotonic(), response.status, version=version, client_port=client_port)
+        return Result(t0, time.monotonic(), response.status, version=version, client_port=client_port,
+                      t_connected=connected)
     except Exception as exc:  # noqa: BLE001 - every failure is data here
         return Result(t0, time.monotonic(), None, classify(exc), client_port=client_port)
     finally:
@@ -584,62 +589,90 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def crowd(*, kind: str, count: int, length: int | None = None, sent: int = 3, json_body: bool = False,
-          workers: int = 2, hold_s: float = 5.0, env: dict | None = None, settle_s: float = 60.0) -> dict:
-    """Hold a crowd of stalled uploads open; meanwhile time liveness and a real prediction, and sample
-    the workers' RSS; then wait (up to ``settle_s``) for the server to drop the crowd.
+def crowd(*, kind: str, count: int = 0, length: int | None = None, sent: int = 3, json_body: bool = False,
+          workers: int = 2, hold_s: float = 5.0, env: dict | None = None, settle_s: float = 60.0,
+          groups: list[dict] | None = None) -> dict:
+    """Hold a crowd of stalled uploads open; time liveness and a real prediction from before the crowd
+    connects until ``hold_s`` after the workers have accepted all of it, sampling the workers' RSS;
+    then wait (up to ``settle_s``) for the server to drop the crowd.
 
     ``length`` None: a 28x28 PNG's size; ``sent``: body bytes sent before stalling (-1: all but one).
+    ``groups``: several crowds at once, each a dict of ``count``, ``length``, ``sent``, ``json_body``.
     """
     from service.config import load_settings
 
+    groups = groups or [{"count": count, "length": length, "sent": sent, "json_body": json_body}]
     with GunicornServer(MODELS, env=env or {}, workers=workers) as server:
-        length = length or len(PNG)
-        sent = length - 1 if sent < 0 else sent
         before = {pid: rss_mib(pid) for pid in server.worker_pids()}
         peak = dict(before)
-        started = time.monotonic()
-        group = Crowd(server.port, count, length, sent,
-                      "application/json" if json_body else "image/png", b" " if json_body else b"0")
-        opened_s = time.monotonic() - started
-        group.start()
-        # Held open = accepted by a worker (connect() returns once the kernel has queued it).
-        wait_for(lambda: sum(held_connections(pid, server.port) for pid in server.worker_pids()) >= count,
-                 timeout=60, interval=0.2)
-        accepted_s = time.monotonic() - started
-        probes: list[Result] = []
-        predictions: list[Result] = []
-        deadline = time.monotonic() + hold_s
-
-        def keep_asking(results: list[Result], **request: object) -> None:
-            while time.monotonic() < deadline:
-                results.append(one_request(server.port, timeout=5, **request))
-                time.sleep(0.1)
-
-        askers = [threading.Thread(target=keep_asking, args=(probes,), daemon=True,
-                                   kwargs={"method": "GET", "path": "/v2/health/live", "body": None,
-                                           "headers": {}}),
-                  threading.Thread(target=keep_asking, args=(predictions,), daemon=True)]
+        # The probes run in a process of their own, as a kubelet's and a client's would: in this one
+        # they would wait for the interpreter lock behind the threads driving the crowd.
+        context = multiprocessing.get_context("spawn")
+        holding = context.Event()  # set once the crowd has been held for hold_s
+        answers = context.Queue()
+        askers = [context.Process(target=_keep_asking, args=(server.port, what, holding, answers), daemon=True)
+                  for what in ("live", "predict")]
         for asker in askers:
             asker.start()
+        time.sleep(2.0)  # the probers' interpreters start (a spawn imports this module), then a baseline
+        started = time.monotonic()
+        crowds = []
+        for group in groups:
+            size = group.get("length") or len(PNG)
+            body_sent = size - 1 if group.get("sent", 3) < 0 else group.get("sent", 3)
+            json_group = group.get("json_body", False)
+            crowds.append(Crowd(server.port, group["count"], size, body_sent,
+                                "application/json" if json_group else "image/png", b" " if json_group else b"0"))
+            crowds[-1].start()
+        opened_s = time.monotonic() - started
+        everyone = sum(group["count"] for group in groups)
+        # Held open = accepted by a worker (connect() returns once the kernel has queued it).
+        wait_for(lambda: sum(held_connections(pid, server.port) for pid in server.worker_pids()) >= everyone,
+                 timeout=60, interval=0.2)
+        accepted_s = time.monotonic() - started
+        accepted_at = time.monotonic()
+        deadline = time.monotonic() + hold_s
         while time.monotonic() < deadline:
             for pid in server.worker_pids():
                 peak[pid] = max(peak.get(pid, 0.0), rss_mib(pid))
             time.sleep(0.1)
+        holding.set()
+        asked = dict(answers.get(timeout=30) for _ in askers)
         for asker in askers:
             asker.join(10)
-        wait_for(lambda: not group.pending, timeout=settle_s, interval=0.2)
-        drop_s = round(time.monotonic() - group.started, 1)
-        codes = group.close()
+        probes, predictions = asked["live"], asked["predict"]
+        wait_for(lambda: not any(group.pending for group in crowds), timeout=settle_s, interval=0.2)
+        drop_s = round(time.monotonic() - started, 1)
+        codes: dict = {}
+        for group in crowds:
+            for status, (n, first, last) in group.close().items():
+                was = codes.get(status)
+                codes[status] = (n, first, last) if was is None else (
+                    was[0] + n, min(was[1], first), max(was[2], last))
         pids_kept = sorted(server.worker_pids()) == server.initial_workers
         after = {pid: rss_mib(pid) for pid in server.worker_pids()}
         ok = healthy(server.port)
         settings = load_settings()
     live_ms = sorted(1000 * (r.t1 - r.t0) for r in probes if r.ok)
     predict_ms = sorted(1000 * (r.t1 - r.t0) for r in predictions if r.ok)
+    slowest = max((r for r in probes + predictions if r.ok), key=lambda r: r.t1 - r.t0, default=None)
+
+    def phase(results: list[Result], first: float, last: float) -> dict:
+        """Probes sent in [first, last): count, failures and the slowest, in ms."""
+        times = [1000 * (r.t1 - r.t0) for r in results if first <= r.t0 < last and r.ok]
+        failed = sum(1 for r in results if first <= r.t0 < last and not r.ok)
+        return {"ok": len(times), "failed": failed, "max_ms": round(max(times), 1) if times else None}
+
     return {
-        "kind": kind, "sent": count, "failed": sum(n for s, (n, _, _) in codes.items() if s != "200"),
-        "codes": codes, "opened_s": round(opened_s, 2), "accepted_s": round(accepted_s, 2),
+        # while the crowd connects and the workers accept it (the accept queue ahead of a probe), and
+        # once every member is held open by a worker
+        "while_connecting": {"live": phase(probes, 0, accepted_at), "predict": phase(predictions, 0, accepted_at)},
+        "while_held": {"live": phase(probes, accepted_at, float("inf")),
+                       "predict": phase(predictions, accepted_at, float("inf"))},
+        "slowest_connect_ms": (round(1000 * (slowest.t_connected - slowest.t0), 1)
+                               if slowest and slowest.t_connected else None),
+        "kind": kind, "sent": everyone, "failed": sum(n for s, (n, _, _) in codes.items() if s != "200"),
+        "codes": dict(sorted(codes.items())), "opened_s": round(opened_s, 2), "accepted_s": round(accepted_s, 2),
         "all_dropped_after_s": drop_s,
         "live": {"sent": len(probes), "ok": len(live_ms), "max_ms": round(live_ms[-1], 1) if live_ms else None,
                  "p50_ms": round(live_ms[len(live_ms) // 2], 1) if live_ms else None,
@@ -653,8 +686,20 @@ def crowd(*, kind: str, count: int, length: int | None = None, sent: int = 3, js
                                  if pid in before},
         "worker_pids_kept": pids_kept, "healthy": ok and pids_kept,
         "settings": {"BODY_TIMEOUT_S": settings.body_timeout_s, "ADMISSION_WAIT_S": settings.admission_wait_s,
-                     **(env or {})},
+                     "LISTEN_BACKLOG": settings.listen_backlog_limit(), **(env or {})},
     }
+
+
+def _keep_asking(port: int, what: str, stop, answers) -> None:
+    """Liveness ("live") or a real prediction ("predict") every 0.1 s on a fresh connection until
+    ``stop`` is set; then the results go to ``answers`` as (what, [Result, ...])."""
+    request = ({"method": "GET", "path": "/v2/health/live", "body": None, "headers": {}} if what == "live"
+               else {})
+    results: list[Result] = []
+    while not stop.is_set():
+        results.append(one_request(port, timeout=5, **request))
+        time.sleep(0.1)
+    answers.put((what, results))
 
 
 def crowd_faults(*, stalled: int = 2500, big: int = 64, hold_s: float = 5.0, env: dict | None = None,
@@ -664,6 +709,9 @@ def crowd_faults(*, stalled: int = 2500, big: int = 64, hold_s: float = 5.0, env
 
     limit = load_settings().max_content_length
     return [
+        crowd(kind=f"crowd: {stalled} uploads stalled after 3 body bytes and {big} raw bodies of "
+              f"{limit >> 20} MiB held one byte short, at once", hold_s=hold_s, env=env, settle_s=settle_s,
+              groups=[{"count": stalled}, {"count": big, "length": limit, "sent": -1}]),
         crowd(kind=f"crowd: {stalled} uploads stalled after 3 body bytes", count=stalled, hold_s=hold_s,
               env=env, settle_s=settle_s),
         crowd(kind=f"crowd: {big} raw bodies of {limit >> 20} MiB held one byte short", count=big,
@@ -921,7 +969,11 @@ def detail(row: dict) -> str:
                 f"held: liveness {r['live']['ok']}/{r['live']['sent']} ok, p50 {r['live']['p50_ms']} ms, max "
                 f"{r['live']['max_ms']} ms, {r['live']['over_1s']} over 1 s; predictions {r['predict']['ok']}/"
                 f"{r['predict']['sent']} ok, p50 {r['predict']['p50_ms']} ms, max {r['predict']['max_ms']} ms, "
-                f"{r['predict']['over_1s']} over 1 s; workers' RSS growth MiB peak "
+                f"{r['predict']['over_1s']} over 1 s (the slowest's connect {r['slowest_connect_ms']} ms); "
+                f"slowest while connecting: live {r['while_connecting']['live']['max_ms']} ms, predict "
+                f"{r['while_connecting']['predict']['max_ms']} ms; once all held: live "
+                f"{r['while_held']['live']['max_ms']} ms, predict {r['while_held']['predict']['max_ms']} ms; "
+                f"workers' RSS growth MiB peak "
                 f"{list(r['rss_growth_peak_mib'].values())}, after {list(r['rss_growth_after_mib'].values())}; "
                 f"same worker pids: {r['worker_pids_kept']}; "
                 f"settings {r['settings']}")

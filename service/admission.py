@@ -19,12 +19,21 @@ worker (``Admission`` wraps the WSGI app in each worker; ``service/gunicorn.conf
 4. Only then does the request take one of ``WORKER_REQUESTS_IN_PROGRESS`` slots (FIFO, same bounded
    wait), so uploads in progress, however many, never keep a complete request from being answered.
 
-Bodies over MAX_CONTENT_LENGTH are passed on unread: the app answers 413 without reading them.
+Bodies over MAX_CONTENT_LENGTH are passed on unread: the app answers 413 without reading them; a
+declared body larger than the whole WORKER_BODY_BYTES gets 413 here. Every refusal is counted in
+``mnist_admission_refusals_total{reason}``, and after it (and after the app's unread 413) the
+connection is half-closed and the client's unsent body drained, bounded (``Drained``), so a client
+still sending reads the answer instead of a reset. Sync and gthread workers get ``BodyDeadline``: the
+body deadline and the drained refusals, which is what applies to them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import socket
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
@@ -33,7 +42,9 @@ import orjson
 from gevent.event import Event
 from gevent.hub import Waiter
 
+from .blocking import gevent_patched
 from .config import Settings
+from .metrics import admission_refused
 
 HEALTH_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 RETRY_AFTER_S = "1"
@@ -47,10 +58,11 @@ READ_PIECE = 1 << 20
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
-# gunicorn's request of each greenlet, set by gunicorn.conf.py's pre_request hook and dropped by its
-# post_request hook: the only handle through which a WSGI app can make gunicorn close the connection
-# (a "Connection: close" response header is dropped as hop-by-hop).
-requests_by_greenlet: dict[object, object] = {}
+# gunicorn's request of each greenlet (gevent) or thread, set by gunicorn.conf.py's pre_request hook
+# and dropped by its post_request hook: the only handle through which a WSGI app can make gunicorn
+# close the connection (a "Connection: close" response header is dropped as hop-by-hop).
+requests_by_task: dict[object, object] = {}
+_GEVENT_WORKER = gevent_patched()
 
 
 class BodyTimeout(Exception):
@@ -142,8 +154,12 @@ class Admission:
         length = environ.get("CONTENT_LENGTH") or ""
         if length.isascii() and length.isdigit():
             cost = int(length)
-            if cost > self.limit:
-                return self.app(environ, start_response)  # 413 from the app, body unread
+            if cost > self.limit:  # 413 from the app, body unread: drained so the client reads it
+                return Drained(self.app(environ, start_response), environ, self.limit)
+            if cost > self.body_bytes.capacity:
+                return refuse(environ, start_response, 413, "body_budget", f"the request body is larger "
+                              f"than this worker's budget for bodies of {self.body_bytes.capacity} bytes "
+                              "(WORKER_BODY_BYTES)", self.limit)
         elif "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             cost = self.limit + 1
         else:
@@ -153,8 +169,9 @@ class Admission:
         if cost:
             reserved = self.body_bytes.acquire(cost, self.wait_s)
             if reserved is None:
-                return self.refuse(start_response, 503, "this worker holds as many request bodies as "
-                                   "its budget allows (WORKER_BODY_BYTES); retry shortly", retry=True)
+                return refuse(environ, start_response, 503, "body_bytes", "this worker holds as many "
+                              "request bodies as its budget allows (WORKER_BODY_BYTES); retry shortly",
+                              self.limit, retry=True)
         try:
             if cost:
                 refusal = self.read_body(environ, length, cost)
@@ -162,12 +179,15 @@ class Admission:
                     return refusal(start_response)
             slot = self.slots.acquire(1, self.wait_s)
             if slot is None:
-                return self.refuse(start_response, 503, "this worker has as many requests in progress "
-                                   "as it allows (WORKER_REQUESTS_IN_PROGRESS); retry shortly", retry=True)
+                return refuse(environ, start_response, 503, "requests_in_progress", "this worker has as "
+                              "many requests in progress as it allows (WORKER_REQUESTS_IN_PROGRESS); "
+                              "retry shortly", self.limit, retry=True)
             try:
                 # The app builds its whole answer before returning (no streamed responses), so the body
                 # and the slot can be given back here.
-                return self.app(environ, start_response)
+                response = self.app(environ, start_response)
+                return Drained(response, environ, self.limit) if _chunked_overflow(environ, length, self.limit) \
+                    else response
             finally:
                 self.slots.release(slot)
         finally:
@@ -185,29 +205,183 @@ class Admission:
                 with gevent.Timeout(self.body_timeout_s, BodyTimeout):
                     body = stream.read(want) if want <= READ_PIECE else _read_in_pieces(stream, want)
         except BodyTimeout:
-            return lambda start: self.refuse(start, 408, f"the request body did not arrive within "
-                                             f"{self.body_timeout_s:g} s (BODY_TIMEOUT_S)")
+            return lambda start: refuse(environ, start, 408, "body_timeout", "the request body did not "
+                                        f"arrive within {self.body_timeout_s:g} s (BODY_TIMEOUT_S)", self.limit)
         except OSError:  # the client went away mid-body
             body = None
         if body is None or (length and len(body) < want):
-            return lambda start: self.refuse(start, 400, "the connection ended before the request body "
-                                             "(Content-Length) was complete")
+            return lambda start: refuse(environ, start, 400, "body_incomplete", "the connection ended "
+                                        "before the request body (Content-Length) was complete", self.limit)
         environ["wsgi.input"] = io.BytesIO(body)
         return None
 
-    def refuse(self, start_response: Callable, status: int, message: str, retry: bool = False) -> list[bytes]:
-        """A JSON error, and the connection closed after it: the body, if any, was not read."""
-        request = requests_by_greenlet.get(gevent.getcurrent())
-        if request is not None:
-            request.must_close = True
-        payload = orjson.dumps({"error": message})
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
-                   ("X-Content-Type-Options", "nosniff")]
-        if retry:
-            headers.append(("Retry-After", RETRY_AFTER_S))
-        phrase = {400: "Bad Request", 408: "Request Timeout", 503: "Service Unavailable"}[status]
-        start_response(f"{status} {phrase}", headers)
-        return [payload]
+
+class BodyDeadline:
+    """Sync and gthread workers' admission: the body read whole within BODY_TIMEOUT_S, or 408.
+
+    A sync worker reads one request at a time, so a trickled upload pinned it until gunicorn's worker
+    timeout killed it (and every connection it held); a gthread worker lost one of its THREADS per
+    such upload for as long as the client cared. Their requests in progress are already bounded: one
+    (sync) or THREADS (gthread: each request holds a thread; further connections wait in gunicorn's
+    queue, up to WORKER_CONNECTIONS), and so are their bodies (that many x MAX_CONTENT_LENGTH); the
+    FIFO budgets and their 503 are the gevent worker's, whose thousands of greenlets need them.
+
+    The deadline cannot be a timer here (a thread blocked in ``recv`` cannot be interrupted), so the
+    connection's socket is wrapped while the body is read: every ``recv`` gets what is left of the
+    deadline as its timeout, and one past the deadline fails at once.
+    """
+
+    def __init__(self, app: WSGIApp, settings: Settings, limit_s: float | None = None) -> None:
+        self.app = app
+        self.limit = settings.max_content_length
+        self.body_timeout_s = min(settings.body_timeout_s, limit_s or settings.body_timeout_s)
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        length = environ.get("CONTENT_LENGTH") or ""
+        if length.isascii() and length.isdigit():
+            want = int(length)
+            if want > self.limit:
+                return Drained(self.app(environ, start_response), environ, self.limit)
+        elif "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            want = self.limit + 1
+        else:
+            return self.app(environ, start_response)
+        stream = environ["wsgi.input"]
+        if want == 0 or (length and _buffered(stream) >= want):
+            return self.app(environ, start_response)
+        request = requests_by_task.get(current_task())
+        unreader = getattr(request, "unreader", None)
+        sock = getattr(unreader, "sock", None)
+        if sock is None:  # not gunicorn's socket reader: nothing to bound the reads with
+            return self.app(environ, start_response)
+        unreader.sock = _DeadlineSocket(sock, time.monotonic() + self.body_timeout_s)
+        try:
+            body = stream.read(want)
+        except BodyTimeout:
+            return refuse(environ, start_response, 408, "body_timeout", "the request body did not arrive "
+                          f"within {self.body_timeout_s:g} s (BODY_TIMEOUT_S)", self.limit)
+        except OSError:
+            body = None
+        finally:
+            unreader.sock = sock
+            with contextlib.suppress(OSError):
+                sock.settimeout(None)  # gunicorn's sync and gthread workers use blocking sockets
+        if body is None or (length and len(body) < want):
+            return refuse(environ, start_response, 400, "body_incomplete", "the connection ended before "
+                          "the request body (Content-Length) was complete", self.limit)
+        environ["wsgi.input"] = io.BytesIO(body)
+        response = self.app(environ, start_response)
+        return Drained(response, environ, self.limit) if _chunked_overflow(environ, length, self.limit) else response
+
+
+def _chunked_overflow(environ: dict, length: str, limit: int) -> bool:
+    """A chunked body read up to MAX_CONTENT_LENGTH + 1 and found longer: the app refuses it (413) with
+    the rest of the stream unread, to be drained."""
+    if length or "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return False
+    stream = environ["wsgi.input"]
+    if not isinstance(stream, io.BytesIO):
+        return False
+    with stream.getbuffer() as view:
+        return view.nbytes > limit
+
+
+class _DeadlineSocket:
+    """The part of a socket gunicorn's body reader uses (``recv``), each call within one deadline."""
+
+    __slots__ = ("sock", "deadline")
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock, self.deadline = sock, deadline
+
+    def recv(self, size: int) -> bytes:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise BodyTimeout
+        self.sock.settimeout(left)
+        try:
+            return self.sock.recv(size)
+        except TimeoutError as exc:
+            raise BodyTimeout from exc
+
+
+def current_task() -> object:
+    """What one request runs on: its greenlet in a gevent worker, its thread otherwise (the key of
+    ``requests_by_task``)."""
+    return gevent.getcurrent() if _GEVENT_WORKER else threading.get_ident()
+
+
+def refuse(environ: dict, start_response: Callable, status: int, reason: str, message: str,
+           drain_limit: int, retry: bool = False) -> Iterable[bytes]:
+    """A JSON error, counted by reason; the connection is closed after it, its unread body drained."""
+    admission_refused(reason)
+    request = requests_by_task.get(current_task())
+    if request is not None:
+        request.must_close = True
+    payload = orjson.dumps({"error": message})
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
+               ("X-Content-Type-Options", "nosniff")]
+    if retry:
+        headers.append(("Retry-After", RETRY_AFTER_S))
+    start_response(f"{status} {PHRASES[status]}", headers)
+    return Drained([payload], environ, drain_limit)
+
+
+PHRASES = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 503: "Service Unavailable"}
+
+
+class Drained:
+    """A response after which the client's unread body is drained before the connection closes.
+
+    Closing a socket with unread data in its receive buffer makes the kernel send a reset instead of
+    a FIN, and a client still sending its body then usually gets ECONNRESET and never reads the 413
+    or 503 that was already on its way. So once the answer is written (gunicorn calls ``close()``
+    after writing it, before closing the connection): half-close, so the client sees the end of the
+    answer, then read and discard what it still sends, at most ``limit`` bytes and DRAIN_S seconds
+    in all, DRAIN_IDLE_S without a byte ending it early (a stalled client is not waited on).
+    """
+
+    __slots__ = ("body", "sock", "limit")
+
+    def __init__(self, body: Iterable[bytes], environ: dict, limit: int) -> None:
+        self.body, self.sock, self.limit = body, environ.get("gunicorn.socket"), limit
+
+    def __iter__(self):
+        return iter(self.body)
+
+    def close(self) -> None:
+        close = getattr(self.body, "close", None)
+        if close is not None:
+            close()
+        if self.sock is not None:
+            drain(self.sock, self.limit)
+
+
+DRAIN_S = 2.0
+DRAIN_IDLE_S = 0.5
+DRAIN_PIECE = 1 << 18  # read into one scratch buffer: no allocation per piece
+
+
+def drain(sock: socket.socket, limit: int, seconds: float = DRAIN_S, idle_s: float = DRAIN_IDLE_S) -> int:
+    """Half-close ``sock`` and discard what the peer still sends (bounded); the bytes discarded."""
+    got = 0
+    scratch = memoryview(bytearray(DRAIN_PIECE))
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + seconds
+        while got < limit:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            sock.settimeout(min(left, idle_s))
+            read = sock.recv_into(scratch, min(DRAIN_PIECE, limit - got))
+            if not read:
+                break
+            got += read
+            time.sleep(0)  # a client sending fast keeps recv from waiting: let the others run
+    except OSError:  # timed out, or the peer is gone: nothing more to spare it from
+        pass
+    return got
 
 
 class _NextPoll:

@@ -108,7 +108,9 @@ class Settings:
     max_model_bytes: int = _setting(
         "MAX_MODEL_BYTES", "Largest model.onnx loaded; a bigger file is refused (shown in the model's "
         "status) without being read. Reading and hashing run beside the event loop, but onnxruntime "
-        "holds the GIL while it parses a model (~3 ms per MB), so this also bounds that stall.",
+        "holds the GIL for part of building a session, so this also bounds how long a hot reload stalls "
+        "a gevent worker's answers (a real 62 MiB model: liveness 158 ms at worst while it loaded in "
+        "1.1 s; our 0.1 MiB model: nothing measurable; bench/bounds.py --reload).",
         lambda: _int("MAX_MODEL_BYTES", 64 * 1024 * 1024),
     )
     default_top_k: int = _setting(
@@ -197,11 +199,19 @@ class Settings:
         lambda: _float("ADMISSION_WAIT_S", 5.0),
     )
     body_timeout_s: float = _setting(
-        "BODY_TIMEOUT_S", "gevent workers: a request body must arrive whole within this many seconds of "
-        "its turn to be read, or the upload is answered 408 and its connection closed (a stalled or "
-        "trickled upload cannot hold memory or a connection for longer). Sync workers are bounded by "
-        "gunicorn's 30 s worker timeout instead.",
+        "BODY_TIMEOUT_S", "A request body must arrive whole within this many seconds of its turn to be "
+        "read, or the upload is answered 408 and its connection closed (a stalled or trickled upload "
+        "cannot hold memory, a connection or a thread for longer). All worker types; a sync worker is "
+        "also killed by gunicorn's 30 s worker timeout, so keep this below it.",
         lambda: _float("BODY_TIMEOUT_S", 30.0),
+    )
+    listen_backlog: int = _setting(
+        "LISTEN_BACKLOG", "Connections the kernel queues for the workers to accept (listen() backlog). "
+        "0 = derived: what the workers can hold (WORKERS x WORKER_CONNECTIONS), within 2,048 and the "
+        "kernel's net.core.somaxconn, which caps any value. A connection that finds the queue full has "
+        "its SYN dropped and is retried a second or more later: gunicorn's 2,048 let a crowd of 2,500 "
+        "stalled uploads delay a liveness probe by 1.4 s.",
+        lambda: _int("LISTEN_BACKLOG", 0),
     )
     host: str = _setting("HOST", "Address gunicorn binds to.", lambda: _env("HOST", "0.0.0.0"))
     port: int = _setting("PORT", "Port gunicorn binds to.", lambda: _int("PORT", 8000))
@@ -229,6 +239,12 @@ class Settings:
             return self.worker_connections
         derived = min(max(self.worker_memory_share() // 4 // (64 * 1024), 1000), 10_000)
         return max(100, min(derived, open_files_limit() - 100))
+
+    def listen_backlog_limit(self) -> int:
+        if self.listen_backlog > 0:
+            return self.listen_backlog
+        held = self.worker_count() * self.worker_connection_limit()
+        return max(2048, min(held, somaxconn()))
 
     def worker_request_limit(self) -> int:
         if self.worker_requests_in_progress > 0:
@@ -275,6 +291,14 @@ def memory_limit() -> int:
         if raw.isdigit():  # "max" (v2) means no limit; v1 says "no limit" with a huge number
             return min(int(raw), physical)
     return physical
+
+
+def somaxconn() -> int:
+    """The kernel's cap on a listening socket's backlog (Linux ``net.core.somaxconn``; 4096 since 5.4)."""
+    try:
+        return int(Path("/proc/sys/net/core/somaxconn").read_text())
+    except (OSError, ValueError):
+        return 4096
 
 
 def open_files_limit() -> int:

@@ -96,6 +96,9 @@ if worker_class == "gevent":  # gunicorn's, accepting a burst of connections in 
 # WORKER_CONNECTIONS) -- gunicorn's 1,000 let 2,500 stalled uploads shut health probes out.
 worker_connections = _settings.worker_connection_limit()
 _GEVENT = _settings.worker_class == "gevent"
+# The kernel's queue of connections not yet accepted (LISTEN_BACKLOG): when full, a new connection's SYN
+# is dropped and retried a second later, so a health probe arriving behind a crowd waited 1.4 s.
+backlog = _settings.listen_backlog_limit()
 # Import Flask, numpy, Pillow and onnxruntime once in the master; workers share those pages.
 preload_app = True
 keepalive = 5
@@ -146,15 +149,8 @@ def when_ready(server) -> None:
     server.stop = stop_and_refuse
 
 
-if _GEVENT:
-    from gevent import getcurrent as _current_greenlet
+from service.admission import current_task, next_poll, requests_by_task  # noqa: E402
 
-    from service.admission import next_poll, requests_by_greenlet
-else:
-    requests_by_greenlet: dict = {}
-
-    def _current_greenlet() -> None:
-        return None
 
 def pre_request(worker, req) -> None:
     """Close, after answering, any connection whose body the app may refuse without reading it.
@@ -163,8 +159,7 @@ def pre_request(worker, req) -> None:
     and discard all of it (50 MB, or an endless chunked stream) before the next request. Chunked
     bodies have no declared size, so their connections are not reused either.
     """
-    if _GEVENT:
-        requests_by_greenlet[_current_greenlet()] = req  # so Admission can close the connection
+    requests_by_task[current_task()] = req  # so admission can close the connection (and bound its reads)
     for name, value in req.headers:
         too_long = (name == "CONTENT-LENGTH" and value.isascii() and value.isdigit()
                     and int(value) > _settings.max_content_length)
@@ -185,7 +180,7 @@ def post_request(worker, req, environ, resp) -> None:
     (``admission.next_poll``), each pass of the loop serves every connection with a request waiting
     once, accepts new ones, and goes round again: round-robin service.
     """
-    requests_by_greenlet.pop(_current_greenlet(), None)
+    requests_by_task.pop(current_task(), None)
     if _GEVENT:
         next_poll()
 
@@ -214,7 +209,8 @@ def post_worker_init(worker) -> None:
 
     With GRPC_PORT set, start the worker's gRPC server on the same service (service/grpc/server.py).
     gevent workers also get their budgets (service/admission.py): bodies read within a byte budget
-    and BODY_TIMEOUT_S, a bounded number of requests in progress, health checks ahead of everything.
+    and BODY_TIMEOUT_S, a bounded number of requests in progress, health checks ahead of everything;
+    sync and gthread workers get the body deadline (their requests in progress are their threads).
     """
     from service.http import service_of
 
@@ -226,10 +222,13 @@ def post_worker_init(worker) -> None:
 
             server = grpc_server.start(service.plane, service.control, service.settings)
             worker.grpc_stopped = grpc_server.stop_when(server, lambda: not worker.alive, graceful_timeout / 2)
-        if _GEVENT:
-            from service.admission import Admission
+        from service.admission import Admission, BodyDeadline
 
+        if _GEVENT:
             worker.wsgi = Admission(worker.wsgi, _settings)
+        else:  # a sync worker still reading a body at `timeout` is killed: answer 408 well before
+            limit_s = timeout / 2 if _settings.worker_class == "sync" else None
+            worker.wsgi = BodyDeadline(worker.wsgi, _settings, limit_s=limit_s)
 
 
 def worker_exit(server, worker) -> None:

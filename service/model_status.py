@@ -7,6 +7,7 @@ changes nothing. The admin API's load and unload are ``service/control.py``.
 
 from __future__ import annotations
 
+from .blocking import run_blocking
 from .errors import Unavailable
 from .registry import NOT_SELECTED, READY, UNAVAILABLE, UNLOADED, ModelRegistry
 from .repository import list_models, list_versions, valid_model_name
@@ -18,7 +19,8 @@ def model_status(registry: ModelRegistry, name: str) -> dict:
     refusals = registry.refusals(name)
     unloaded = name in registry.unloaded
     try:
-        on_disk = set(list_versions(registry.repository, name)) if valid_model_name(name) else set()
+        # A folder listing can block (a slow or hung volume): beside the event loop, not on it.
+        on_disk = set(run_blocking(list_versions, registry.repository, name)) if valid_model_name(name) else set()
     except OSError:
         on_disk = set()
     states = []
@@ -66,7 +68,7 @@ def require_served(registry: ModelRegistry, name: str) -> None:
 
 def _model_names(registry: ModelRegistry) -> list[str]:
     try:
-        on_disk = set(list_models(registry.repository))
+        on_disk = set(run_blocking(list_models, registry.repository))
     except OSError:
         on_disk = set()
     return sorted(on_disk | set(registry.served()))

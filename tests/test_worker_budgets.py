@@ -238,3 +238,46 @@ def test_workers_idle_after_a_burst_use_no_cpu():
         time.sleep(2.0)
         used = [_cpu_seconds(pid) - start for pid, start in zip(pids, before, strict=True)]
     assert max(used) < 0.5, f"idle workers used {used} CPU seconds in 2 s"
+
+
+def test_a_burst_of_connections_beyond_gunicorns_default_backlog_is_queued_not_dropped():
+    """3,000 connections arrive while the worker is not accepting (stopped with SIGSTOP): the kernel
+    queues every one of them (LISTEN_BACKLOG derived: the worker's 4,000 connections, under somaxconn).
+
+    With gunicorn's default backlog of 2,048 the rest had their SYN dropped and were retried a second
+    or more later: a health probe behind such a burst waited 1.4 s before the worker even saw it.
+    """
+    import os
+    import selectors
+    import signal
+
+    from service.config import somaxconn
+
+    if somaxconn() < 4000:
+        pytest.skip(f"net.core.somaxconn is {somaxconn()}: the kernel caps the backlog below the burst")
+    env = {"WORKER_CONNECTIONS": "4000"}
+    with GunicornServer(MODELS, env=env, workers=1) as server:
+        (worker,) = server.worker_pids()
+        socks: list[socket.socket] = []
+        selector = selectors.DefaultSelector()
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            for _ in range(3000):
+                sock = socket.socket()
+                sock.setblocking(False)
+                sock.connect_ex(("127.0.0.1", server.port))
+                socks.append(sock)
+                selector.register(sock, selectors.EVENT_WRITE)
+            pending, deadline = len(socks), time.monotonic() + 0.8  # a dropped SYN is retried after 1 s
+            while pending and time.monotonic() < deadline:
+                for key, _ in selector.select(timeout=0.1):
+                    selector.unregister(key.fileobj)
+                    pending -= 1
+        finally:
+            os.kill(worker, signal.SIGCONT)
+            selector.close()
+            for sock in socks:
+                sock.close()
+        assert pending == 0, f"{pending} of 3000 connections were not queued (their SYN was dropped)"
+        assert requests.get(server.url + "/v2/health/live", timeout=5).status_code == 200
+        assert server.worker_pids() == [worker]

@@ -4,12 +4,14 @@
 * ``tally``: the request path's writer (updates added up in memory, written every 0.1 s);
 * ``hooks``: where requests are observed (Flask's request hooks and the fast lane's WSGI call);
 * ``lifecycle``: model loads, refusals and unloads, from the registry's events;
+* ``admission``: requests a worker's budgets refused (service/admission.py);
 * ``feedback``: pictures users label (``POST /v1/models/<name>/feedback``);
 * ``exposition``: ``GET /metrics`` and gunicorn's dead-worker cleanup.
 
 Callers use the names re-exported here.
 """
 
+from .admission import admission_refused
 from .definitions import MULTIPROCESS, refusal_category
 from .exposition import exposition, mark_process_dead
 from .feedback import feedback_refused, feedback_stored
@@ -21,6 +23,7 @@ __all__ = [
     "MULTIPROCESS",
     "TALLY",
     "Tally",
+    "admission_refused",
     "connect",
     "exposition",
     "feedback_refused",

@@ -25,6 +25,10 @@ Metric names (all prefixed ``mnist_``):
   for a dynamic batch; observed only while dynamic batching is on) and ``inference`` (onnxruntime)
 * ``mnist_batch_size{model}`` histogram, items per inference call
 * ``mnist_images_predicted_total{model,version}`` counter, items (images or pixel rows) predicted
+* ``mnist_admission_refusals_total{reason}`` counter, requests a worker refused before the app saw
+  them (service/admission.py): ``requests_in_progress`` and ``body_bytes`` (503, the worker's budgets
+  full for ADMISSION_WAIT_S), ``body_timeout`` (408), ``body_budget`` (413, a body larger than
+  WORKER_BODY_BYTES), ``body_incomplete`` (400, the client went away mid-body)
 * ``mnist_model_loads_total{model}``, ``mnist_model_load_refusals_total{model,reason}``,
   ``mnist_model_unloads_total{model}`` counters
 * ``mnist_model_loaded{model,version,pid}`` gauge, 1 per live worker for each version it serves
@@ -69,6 +73,9 @@ BATCH_SIZE = Histogram(
 IMAGES = Counter(
     "mnist_images_predicted", "Items (images or pixel rows) predicted.", ["model", "version"],
 )
+ADMISSION_REFUSALS = Counter(
+    "mnist_admission_refusals", "Requests a worker refused before the app saw them, by reason.", ["reason"],
+)
 MODEL_LOADS = Counter("mnist_model_loads", "Model versions loaded and validated.", ["model"])
 MODEL_REFUSALS = Counter(
     "mnist_model_load_refusals", "Model versions refused at load time, by reason category.",
@@ -90,6 +97,7 @@ FEEDBACK_REFUSALS = Counter("mnist_feedback_refusals", "Feedback refused, by rea
 
 # Refusal messages (runtime.load_version, registry) -> a few stable categories, first match wins.
 REFUSAL_CATEGORIES = (
+    ("MAX_MODEL_BYTES", "size"),
     ("sha256", "checksum"),
     ("warm-up", "warmup"),
     ("providers", "provider"),
