@@ -72,6 +72,11 @@ FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --gid 10001 app \
  && useradd --uid 10001 --gid 10001 --no-create-home --no-log-init --home-dir /app --shell /usr/sbin/nologin app
 
+# The feedback store's mount point (compose.yaml, deploy/): owned by the service's user, so a fresh named
+# volume mounted there (docker and podman copy the folder's owner onto it) is writable. Empty and unused
+# unless FEEDBACK_DIR points at it.
+RUN mkdir -p /var/lib/mnist-serving/feedback && chown 10001:10001 /var/lib/mnist-serving/feedback
+
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 COPY service/ service/

@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 .PHONY: serve test install install-serve install-test system-deps lint bench image lock audit clean grpc-code
 
 # Byte-compiled first, as in the image: where PYTHONDONTWRITEBYTECODE is set, every start would
-# otherwise compile the service from source (~60 ms of its time to ready).
+# otherwise compile the service from source (70-100 ms of CPU before the master forks).
 serve: install-serve
 	$(BIN)/python -m compileall -q service
 	$(BIN)/gunicorn -c service/gunicorn.conf.py

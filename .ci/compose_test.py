@@ -7,7 +7,9 @@
 prom/prometheus image, which no registry here serves), with the image set by an override file (compose
 would build its own otherwise) and ``HOST_PORT`` a free loopback port. Checks: ready within the
 healthcheck's budget, a real digit predicted, uid not 0, read-only root with /tmp writable, ``/metrics``,
-and ``podman-compose down`` within ``stop_grace_period``. The project is removed in all cases.
+feedback stored on the named volume, ``podman-compose stop`` within ``stop_grace_period``, and after
+``podman-compose start`` the same feedback is still there (answered "already stored", 200). The project
+and its volumes are removed in all cases (``down -v``).
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ from kube_play_test import (
     ROOT,
     ask,
     check,
+    check_feedback,
     check_metrics,
     check_prediction,
     failures,
     free_port,
     log,
     podman,
+    post_feedback,
 )
 
 COMPOSE = ROOT / "compose.yaml"
@@ -97,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         check("compose read-only root", denied.returncode != 0 and tmp.returncode == 0,
               f"/app: {denied.stderr.decode().strip() or 'writable!'}; /tmp writable: {tmp.returncode == 0}")
         check_metrics(port)
+        stored = check_feedback(port, lambda *cmd: podman("exec", container, *cmd, check=False),
+                                service["environment"].get("FEEDBACK_DIR"))
         health_run = podman("healthcheck", "run", container, check=False)
         check("compose healthcheck", health_run.returncode == 0,
               f"podman healthcheck run: {(health_run.stdout + health_run.stderr).decode().strip() or 'healthy'}")
@@ -107,8 +113,23 @@ def main(argv: list[str] | None = None) -> int:
         code = podman("inspect", "--format", "{{.State.ExitCode}}", container, check=False).stdout.decode().strip()
         check("compose stop", stopped.returncode == 0 and code == "0" and stop_s < grace,
               f"podman-compose stop in {stop_s:.1f} s < stop_grace_period {grace:.0f} s, exit code {code}")
+
+        # The feedback store is on a named volume: a new start of the container still has it.
+        restarted = compose("start", SERVICE)
+        again_started, again = time.monotonic(), None
+        while restarted.returncode == 0 and time.monotonic() - again_started < budget:
+            try:
+                if ask(port, "GET", "/v2/health/ready", timeout=2)[0] == 200:
+                    again = post_feedback(port)
+                    break
+            except OSError:
+                pass
+            time.sleep(0.25)
+        check("compose feedback kept", again is not None and again[0] == 200  # 200: already stored (201: new)
+              and again[1].get("stored") == stored.get("stored") is not None,
+              f"after stop and start, the same feedback again: {again and (again[0], str(again[1])[:160])}")
     finally:
-        down = compose("down", timeout=grace + 60)
+        down = compose("down", "-v", timeout=grace + 60)
         left = podman("ps", "-a", "-q", "--filter", f"label=io.podman.compose.project={project}", check=False)
         check("compose down", down.returncode == 0 and not left.stdout.strip(),
               f"project removed (exit {down.returncode})")

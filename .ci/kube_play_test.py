@@ -18,13 +18,16 @@ mappings, and the default bridge network is not reachable here). Checks, one log
   rather than passing on a difference), and in the log (WORKERS workers booted, INFO request lines);
 - the Secret's token is accepted by the admin API, and a wrong one refused (401);
 - ``/metrics`` is served with the request counters;
+- feedback is on (FEEDBACK_DIR in the ConfigMap) and a labelled digit is stored on the claim's volume
+  (201, the file is there);
 - drain, in the order a kubelet uses: the preStop exec hook, SIGTERM with terminationGracePeriodSeconds,
   then ``podman kube down``; every request the server answered while draining reached its client, and at
   least one request in flight at SIGTERM completed with 200. (A bare ``podman kube down`` stops the pod's
   infra container -- its network namespace and port forwarder -- together with the app, which cuts the
   in-flight requests: podman 4.3 does not keep the sandbox up until the containers have stopped.)
 
-Exit status 0 when every check passes. Pods and podman secrets it creates are removed in all cases.
+Exit status 0 when every check passes. Pods, podman secrets and volumes (claims) it creates are removed
+in all cases.
 """
 
 from __future__ import annotations
@@ -124,6 +127,7 @@ class PlayedPod:
 
     def __init__(self, documents: list[dict]) -> None:
         self.secrets = [doc for doc in documents if doc["kind"] == "Secret"]
+        self.claims = [doc["metadata"]["name"] for doc in documents if doc["kind"] == "PersistentVolumeClaim"]
         self.played = [doc for doc in documents if doc["kind"] != "Secret"]
         (self.deployment,) = [doc for doc in documents if doc["kind"] == "Deployment"]
         self.pod_spec = self.deployment["spec"]["template"]["spec"]
@@ -159,6 +163,8 @@ class PlayedPod:
             self.up = False
         for secret in self.secrets:
             podman("secret", "rm", secret["metadata"]["name"], check=False)
+        for claim in self.claims:  # kube down keeps volumes
+            podman("volume", "rm", "-f", claim, check=False)
         self.file.unlink(missing_ok=True)
 
 
@@ -290,6 +296,29 @@ def check_metrics(port: int) -> None:
           f"GET /metrics {status}, {len(text.splitlines())} lines, e.g. {counted[0] if counted else 'none'}")
 
 
+def post_feedback(port: int, label: int = 7) -> tuple[int, dict]:
+    """POST one real MNIST test digit as feedback labelled ``label``: (status, JSON body)."""
+    image = mnist_test()[0][0]
+    status, body = ask(port, "POST", f"/v1/models/mnist/feedback?label={label}", png(image),
+                       {"Content-Type": "image/png"})
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, {"error": body[:200].decode(errors="replace")}
+
+
+def check_feedback(port: int, container_exec, feedback_dir: str | None) -> dict:
+    """Feedback is on and lands on the volume at FEEDBACK_DIR: 201, and the picture's file is there."""
+    status, body = post_feedback(port)
+    found = ""
+    if status in (200, 201) and feedback_dir and body.get("stored"):
+        listing = container_exec("find", feedback_dir, "-name", f"{body['stored']}.*")
+        found = listing.stdout.decode().strip()
+    check("feedback stored", status == 201 and bool(found),
+          f"POST /v1/models/mnist/feedback?label=7: {status} {str(body)[:160]}; on the volume: {found or 'no file'}")
+    return body
+
+
 # --- drain ---------------------------------------------------------------------------------------------
 
 
@@ -417,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         check_configmap(pod, documents, port)
         check_admin_token(port, token)
         check_metrics(port)
+        check_feedback(port, pod.exec, kubernetes_env(container, documents).get("FEEDBACK_DIR"))
         drain(pod, port, args.stop_order)
     finally:
         pod.down()

@@ -4,6 +4,7 @@
     .venv/bin/python bench/bench.py --repeat 1 --connections 1,64 --scenarios png28,v2bin1024
     .venv/bin/python bench/bench.py --env THREADS=4  # try other settings (all servers get them)
     .venv/bin/python bench/bench.py --bare sync      # only the sync yardstick
+    .venv/bin/python bench/bench.py --ready-only --ready-starts 5   # only the time to ready
 
 The yardsticks are ``bench/bare_app.py`` (read the body, return a constant) under gunicorn with the
 service's settings: "gevent" with the service's own worker class, and "sync" with ``WORKER_CLASS=sync``
@@ -18,6 +19,7 @@ the server's peak memory (master + workers). This prints figures; it asserts not
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -140,11 +142,27 @@ class MemorySampler(threading.Thread):
         return self.peak_pss
 
 
+def byte_compile_service() -> None:
+    """Byte-compile service/ as the image and ``make serve`` do, so the servers start as they do there.
+
+    Where PYTHONDONTWRITEBYTECODE is set (this machine, the image) and nothing compiled the checkout,
+    every start compiled the service from source: 70-120 ms of CPU in the master before it forks, which
+    time to ready measured as if it were the service's.
+    """
+    compileall.compile_dir(ROOT / "service", quiet=1)
+
+
 def time_to_ready(env: dict[str, str]) -> float:
     """Seconds from starting gunicorn until the service answers ready (all models loaded)."""
     server = start_server(None, env)
     server.stop()
     return server.ready_seconds
+
+
+def print_ready(ready: list[float]) -> None:
+    print(f"service ready {statistics.median(ready):.2f} s after the process started (median of "
+          f"{len(ready)} starts: {', '.join(f'{r:.2f}' for r in sorted(ready))}); load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -277,11 +295,17 @@ def main() -> None:
                         help=f"comma list of bare endpoints to compare with, of {', '.join(BARE_ENDPOINTS)}")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for all servers")
     parser.add_argument("--ready-starts", type=int, default=5, help="starts of the service to time")
+    parser.add_argument("--ready-only", action="store_true",
+                        help="only time the service's starts (--ready-starts of them); no wrk, no table")
     args = parser.parse_args()
+    env = dict(item.split("=", 1) for item in args.env)
+    byte_compile_service()
+    if args.ready_only:
+        print_ready([time_to_ready(env) for _ in range(max(1, args.ready_starts))])
+        return
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk (make test installs it as root)")
 
-    env = dict(item.split("=", 1) for item in args.env)
     bares = [b for b in args.bare.split(",") if b]
     if unknown := set(bares) - set(BARE_ENDPOINTS):
         raise SystemExit(f"--bare: unknown {', '.join(sorted(unknown))}; known: {', '.join(BARE_ENDPOINTS)}")
@@ -325,8 +349,8 @@ def main() -> None:
     print_table(results, wanted, conns, bares)
     print_targets(results, bares)
     if ready:
-        print(f"\nservice ready {statistics.median(ready):.2f} s after the process started (median of "
-              f"{len(ready)} starts: {', '.join(f'{r:.2f}' for r in sorted(ready))})")
+        print()
+        print_ready(ready)
     print(f"server memory (master + workers): peak {pss:.0f} MiB as the sum of PSS sampled every 0.25 s "
           f"(shared pages counted once); {rss:.0f} MiB as the sum of each process's own peak RSS (VmHWM, "
           "shared pages counted in every process)")

@@ -2,14 +2,21 @@
 
 Each number is made of real handwritten test digits (never a training digit), each cropped to its ink
 and pasted side by side with its own size and baseline jitter, with gaps from touching-but-separable
-(strokes may meet: the reader has to split them) to wide. Two styles:
+(strokes may meet: the reader has to split them) to wide. Three styles:
 
 ``plain``
     dark ink on white, PNG, the number filling most of the frame — a scan or a drawing;
 ``photo``
     what a phone makes of it: a frame of 320-1600 px with the number somewhere in it, paper tint
     (white, cream, gray), a lighting gradient and a vignette, ink from black to pencil gray or blue
-    (RGB), a little blur and sensor noise, JPEG quality 75-95.
+    (RGB), a little blur and sensor noise, JPEG quality 75-95 (this module's own rendering);
+``field``
+    the number on a sheet made with the photo corpus's own effects (``bench.fieldcorpus``, a second,
+    independent rendering): white, cream or grey paper, plain, **ruled or squared**, pen, blue ink,
+    pencil (grainy) or marker at their own stroke widths, a light gradient, vignette and sometimes a
+    hand's shadow, specks, sometimes the page's edge with the table beyond it, blur and noise scaled to
+    the frame, JPEG 75-95 stored with an **EXIF orientation** (1/3/6/8: the pixels are stored rotated,
+    the boxes are in the upright picture), frames from 800x600 to 2048x1536.
 
 Every sample knows its text and the box of each digit (in the picture's pixels), so a reader can be
 scored on the string, on each digit and on where it put the boxes. Deterministic for a seed.
@@ -17,6 +24,8 @@ scored on the string, on each digit and on where it put the boxes. Deterministic
     python -m bench.numbercorpus --count 200 --style photo --seed 1 --out artifacts/numbers  # PNG/JPEGs
     python -m bench.numbercorpus --count 200 --style plain --score                         # accuracy
     python -m bench.numbercorpus --style photo --score --misses artifacts/numbers/photo-misses.png
+    python -m bench.numbercorpus --style field --count 200 --seed 1 --score
+    python -m bench.numbercorpus --style field --count 30 --seed 21 --frame 1600x1200 --time  # ms per picture
 
 ``--score`` reads every picture with the service's data plane in-process (``DataPlane.read``, the
 committed models) and prints whole-string and per-digit accuracy, plus the ceiling the model alone
@@ -34,9 +43,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from bench.fieldcorpus import _INKS as _FIELD_INKS
+from bench.fieldcorpus import _PAPERS as _FIELD_PAPERS
+from bench.fieldcorpus import FRAMES, ORIENTATIONS, _finish, _lighting, _page_edge, _rule, _specks
+from bench.fieldcorpus import _paper as _field_paper
+
 ROOT = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))
-STYLES = ("plain", "photo")
+STYLES = ("plain", "photo", "field")
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,7 @@ class NumberPicture:
     indices: list[int]  # which MNIST test images the digits are
     style: str
     spacing: str  # "touching", "close" or "wide"
+    conditions: dict[str, object] | None = None  # field style: paper, ruling, ink, orientation, frame
 
 
 def mnist_test_digits(folder: Path = MNIST_DIR) -> tuple[np.ndarray, np.ndarray]:
@@ -60,12 +75,14 @@ def mnist_test_digits(folder: Path = MNIST_DIR) -> tuple[np.ndarray, np.ndarray]
 
 
 def generate(count: int, *, style: str, seed: int, images: np.ndarray, labels: np.ndarray,
-             min_digits: int = 2, max_digits: int = 8) -> list[NumberPicture]:
-    """``count`` pictures of numbers in one style, the same for the same seed."""
+             min_digits: int = 2, max_digits: int = 8,
+             frame: tuple[int, int] | None = None) -> list[NumberPicture]:
+    """``count`` pictures of numbers in one style, the same for the same seed. ``frame`` pins the
+    field style's frame (width, height; e.g. for a latency figure on one size)."""
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
     rng = np.random.default_rng([seed, STYLES.index(style)])
-    return [_one(rng, style, images, labels, min_digits, max_digits) for _ in range(count)]
+    return [_one(rng, style, images, labels, min_digits, max_digits, frame) for _ in range(count)]
 
 
 # ---- composition --------------------------------------------------------------------------------
@@ -79,7 +96,7 @@ def _ink_crop(image: np.ndarray) -> np.ndarray:
 
 
 def _one(rng: np.random.Generator, style: str, images: np.ndarray, labels: np.ndarray,
-         min_digits: int, max_digits: int) -> NumberPicture:
+         min_digits: int, max_digits: int, frame: tuple[int, int] | None = None) -> NumberPicture:
     length = int(rng.integers(min_digits, max_digits + 1))
     indices = [int(i) for i in rng.integers(0, len(images), length)]
     spacing = str(rng.choice(["touching", "close", "wide"], p=[0.25, 0.45, 0.30]))
@@ -120,6 +137,9 @@ def _one(rng: np.random.Generator, style: str, images: np.ndarray, labels: np.nd
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
         return NumberPicture(buffer.getvalue(), text, boxes, indices, style, spacing)
+    if style == "field":
+        data, boxes, conditions = _field_photograph(rng, canvas, boxes, height, frame)
+        return NumberPicture(data, text, boxes, indices, style, spacing, conditions)
     data, boxes = _photograph(rng, canvas, boxes)
     return NumberPicture(data, text, boxes, indices, style, spacing)
 
@@ -171,6 +191,80 @@ def _photograph(rng: np.random.Generator, ink: np.ndarray,
     return buffer.getvalue(), boxes
 
 
+# The number's frames: the photo corpus's, up to 3 MP (a number is photographed closer than a lone digit
+# is small in a 12 MP frame; the 12 MP decode path has its own corpus and benchmark).
+_FIELD_FRAMES = FRAMES[:5]
+
+
+def _field_photograph(rng: np.random.Generator, ink: np.ndarray, boxes: list[tuple[int, int, int, int]],
+                      line: int, frame: tuple[int, int] | None = None
+                      ) -> tuple[bytes, list[tuple[int, int, int, int]], dict[str, object]]:
+    """The number's ink on a sheet made with ``bench.fieldcorpus``'s effects, EXIF-oriented JPEG.
+
+    ``line`` is the digits' height on ``ink`` (the ruling's spacing is drawn relative to it);
+    ``frame`` pins the frame (upright width, height) instead of drawing one."""
+    c: dict[str, object] = {
+        "frame": _FIELD_FRAMES[int(rng.choice(len(_FIELD_FRAMES), p=[0.3, 0.25, 0.2, 0.15, 0.1]))],
+        "portrait": bool(rng.random() < 0.25),
+        "paper": str(rng.choice(list(_FIELD_PAPERS), p=[0.5, 0.25, 0.25])),
+        "ruling": str(rng.choice(["plain", "ruled", "squared"], p=[0.4, 0.35, 0.25])),
+        "ink": str(rng.choice(list(_FIELD_INKS), p=[0.35, 0.25, 0.25, 0.15])),
+        "orientation": int(rng.choice(ORIENTATIONS, p=[0.4, 0.2, 0.2, 0.2])),
+        "quality": int(rng.integers(75, 96)),
+        "shadow": bool(rng.random() < 0.3),
+        "edge": bool(rng.random() < 0.15),
+        "specks": bool(rng.random() < 0.3),
+    }
+    if frame is not None:
+        c["frame"], c["portrait"] = tuple(frame), False
+    width, height = c["frame"]
+    if c["portrait"]:
+        width, height = height, width
+    # The number spans 35-90 % of the frame's width, and at most 60 % of its height.
+    scale = min(width * rng.uniform(0.35, 0.9) / ink.shape[1], 0.6 * height / ink.shape[0])
+    size = (max(1, round(ink.shape[1] * scale)), max(1, round(ink.shape[0] * scale)))
+    coverage = _pen(np.asarray(Image.fromarray(ink).resize(size, Image.Resampling.BICUBIC), np.float32) / 255,
+                    str(c["ink"]), line * scale, rng)
+    left = int(rng.integers(0, width - size[0] + 1))
+    top = int(rng.integers(0, height - size[1] + 1))
+    boxes = [(left + int(x0 * scale), top + int(y0 * scale), left + int(np.ceil(x1 * scale)),
+              top + int(np.ceil(y1 * scale))) for x0, y0, x1, y1 in boxes]
+    digit = line * scale
+    rgb = _field_paper(rng, str(c["paper"]), width, height)
+    if c["ruling"] != "plain":
+        spacing = digit * (rng.uniform(0.5, 1.3) if c["ruling"] == "ruled" else rng.uniform(0.2, 0.5))
+        _rule(rng, rgb, str(c["ruling"]), max(6.0, float(spacing)), float(rng.uniform(-0.035, 0.035)),
+              min(width, height))
+    colour, darkness = _FIELD_INKS[str(c["ink"])]
+    alpha = np.zeros((height, width), np.float32)
+    alpha[top:top + size[1], left:left + size[0]] = coverage * rng.uniform(*darkness)
+    if c["specks"]:
+        _specks(rng, alpha, round(digit))
+    rgb *= 1 - alpha[:, :, None]
+    rgb += alpha[:, :, None] * np.array(colour, np.float32)
+    del alpha
+    if c["edge"]:
+        c["edge"] = _page_edge(rng, rgb, (min(b[0] for b in boxes), min(b[1] for b in boxes),
+                                          max(b[2] for b in boxes), max(b[3] for b in boxes)))
+    rgb *= _lighting(rng, width, height, bool(c["shadow"]))[:, :, None]
+    short = min(width, height)
+    data = _finish(rng, rgb, int(c["orientation"]), int(c["quality"]), float(rng.uniform(0, 1.2)) * short / 600,
+                   float(rng.uniform(1.5, 7)))
+    return data, boxes, c
+
+
+def _pen(coverage: np.ndarray, ink: str, digit: float, rng: np.random.Generator) -> np.ndarray:
+    """MNIST's strokes thinned or thickened to the pen's width (as ``FieldCorpus`` does for one
+    digit): a fine pen or pencil is thinner than MNIST's, a marker thicker; pencil leaves grain."""
+    level = {"pen": rng.uniform(0.45, 0.92), "blue": rng.uniform(0.45, 0.92), "pencil": rng.uniform(0.6, 0.92),
+             "marker": rng.uniform(0.15, 0.4)}[ink]
+    soft = max(0.04, 1.5 / max(1.0, digit / 20))  # an antialiased edge about a pixel wide
+    alpha = np.clip((coverage - level) / soft + 0.5, 0, 1).astype(np.float32)
+    if ink == "pencil":
+        alpha *= rng.uniform(0.45, 1.0, alpha.shape).astype(np.float32)
+    return alpha
+
+
 # ---- scoring ------------------------------------------------------------------------------------
 
 
@@ -199,9 +293,13 @@ def _main() -> None:
     parser.add_argument("--out", type=Path, help="write the pictures (and labels.csv) here")
     parser.add_argument("--score", action="store_true", help="read them with the data plane and print accuracy")
     parser.add_argument("--misses", type=Path, help="with --score: write a contact sheet PNG of the misses here")
+    parser.add_argument("--time", action="store_true",
+                        help="print ms per picture of DataPlane.read (decode, segment, classify), one at a time")
+    parser.add_argument("--frame", help="field style: pin the frame, WIDTHxHEIGHT (e.g. 1600x1200)")
     args = parser.parse_args()
     images, labels = mnist_test_digits()
-    samples = generate(args.count, style=args.style, seed=args.seed, images=images, labels=labels)
+    frame = tuple(int(v) for v in args.frame.split("x")) if args.frame else None
+    samples = generate(args.count, style=args.style, seed=args.seed, images=images, labels=labels, frame=frame)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         lines = ["file,text,spacing"]
@@ -211,12 +309,38 @@ def _main() -> None:
             lines.append(f"{name},{sample.text},{sample.spacing}")
         (args.out / "labels.csv").write_text("\n".join(lines) + "\n")
         print(f"wrote {len(samples)} pictures to {args.out}")
+    if args.time:
+        _print_times(samples)
     if args.score:
         answers = _print_score(samples, images, labels)
         if args.misses:
             misses = [(s, a) for s, a in zip(samples, answers, strict=True) if a["text"] != s.text]
             contact_sheet(misses, args.misses)
             print(f"wrote {len(misses)} misses to {args.misses}")
+
+
+def _print_times(samples: list[NumberPicture], repeat: int = 3) -> None:
+    """Wall median / p90 and mean CPU ms of ``DataPlane.read`` per picture, one request at a time in
+    this process (as one worker serving one request), after a short warm-up."""
+    import time
+
+    from service.build import build
+    from service.dataplane import Timings
+
+    service = build()
+    service.start()
+    for sample in samples[:3]:
+        _read(service.plane, sample.data, Timings)
+    walls, cpus = [], []
+    for _ in range(repeat):
+        for sample in samples:
+            wall, cpu = time.perf_counter(), time.process_time()
+            _read(service.plane, sample.data, Timings)
+            cpus.append(time.process_time() - cpu)
+            walls.append(time.perf_counter() - wall)
+    ms = np.array(walls) * 1000
+    print(f"read: n={len(ms)} median={np.median(ms):.1f} ms p90={np.percentile(ms, 90):.1f} ms "
+          f"cpu={np.mean(cpus) * 1000:.1f} ms")
 
 
 def _print_score(samples: list[NumberPicture], images: np.ndarray, labels: np.ndarray) -> list[dict]:
@@ -226,7 +350,7 @@ def _print_score(samples: list[NumberPicture], images: np.ndarray, labels: np.nd
     service = build()
     service.start()
     plane = service.plane
-    answers = [plane.read(None, {"top_k": "0"}, s.data, Timings()) for s in samples]
+    answers = [_read(plane, s.data, Timings) for s in samples]
     figures = score(samples, answers)
     # The model's own ceiling: the same digits, each alone, as MNIST shows them.
     model = plane.model(None)
@@ -246,11 +370,28 @@ def _print_score(samples: list[NumberPicture], images: np.ndarray, labels: np.nd
             part = score([samples[k] for k in chosen], [answers[k] for k in chosen])
             print(f"  {spacing:9s} n={part['numbers']:4d} whole_string={part['whole_string']:.3f} "
                   f"per_digit={part['per_digit']:.3f}")
+    for key in ("ruling", "orientation", "ink") if samples and samples[0].conditions else ():
+        for value in sorted({str(s.conditions[key]) for s in samples}):
+            chosen = [k for k, s in enumerate(samples) if str(s.conditions[key]) == value]
+            part = score([samples[k] for k in chosen], [answers[k] for k in chosen])
+            print(f"  {key}={value:8s} n={part['numbers']:4d} whole_string={part['whole_string']:.3f} "
+                  f"per_digit={part['per_digit']:.3f}")
     for sample, answer, right in zip(samples, answers, alone_right, strict=True):
         if answer["text"] != sample.text:
             print(f"  miss: {sample.text} read {answer['text'] or '(nothing)'} ({sample.spacing}"
                   f"{', model right alone' if right else ''})")
     return answers
+
+
+def _read(plane, data: bytes, timings: type) -> dict:
+    """``DataPlane.read``'s answer; a refusal (422: more pieces of ink than MAX_READ_DIGITS) is a
+    reading too, and a wrong one."""
+    from service.errors import Unprocessable
+
+    try:
+        return plane.read(None, {"top_k": "0"}, data, timings())
+    except Unprocessable:
+        return {"text": "(422)", "digits": []}
 
 
 def contact_sheet(misses: list[tuple[NumberPicture, dict]], path: Path, tile: tuple[int, int] = (560, 260)) -> None:

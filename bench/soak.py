@@ -1,6 +1,7 @@
 """Soak: minutes of mixed, moderate traffic against a real gunicorn, watching for errors and leaks.
 
     .venv/bin/python bench/soak.py                        # 10 minutes, 30 requests/s
+    .venv/bin/python bench/soak.py --markdown soak.md     # ... and the report's tables in soak.md too
     .venv/bin/python bench/soak.py --minutes 3 --rate 40
     .venv/bin/python bench/soak.py --minutes 0.2 --interval 3   # a smoke run (tests/test_soak_script.py)
 
@@ -25,8 +26,11 @@ anything but its 4xx, or no answer at all), which model versions answered, and p
 each worker) the median over the interval's samples of PSS, RSS and open descriptors (live client
 connections apart; see ``bench/procstats.py``). At the end, a verdict table: growth from the second
 interval (after warm-up) to the last must be at most ``--max-growth`` percent for every process's PSS,
-RSS and descriptors, with 0 errors, no worker replaced, nothing logged at ERROR, and the last interval
-answered by version 2 only. Exit status 0 when all pass, 1 otherwise.
+RSS and descriptors, with 0 errors, no worker replaced, nothing logged at ERROR, and only version 2
+answering from 5 s after the publish on. Exit status 0 when all pass, 1 otherwise. Beside the verdict it
+prints the hot reload's own step and each process's PSS growth within the halves before and after the
+reload, which tell a one-off price of the reload from a leak when the whole-run growth fails. ``--markdown FILE``
+writes the same report to a file (atomically) for ``bench/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import platform
 import queue
 import shutil
 import statistics
@@ -61,6 +67,7 @@ from training.publish import publish  # noqa: E402
 MODEL = "mnist"
 RELOADED_VERSION = 2
 REQUEST_TIMEOUT_S = 30.0
+RELOAD_GRACE_S = 5.0  # answers from this long after the publish on must all come from the new version
 SESSION_REQUESTS = 100  # a client's kept-alive connection is replaced after this many requests
 
 
@@ -343,6 +350,25 @@ def reload_step(levels: list[dict[str, dict[str, float]]], during: int) -> str:
             f"{after:.1f} MiB in the one after ({(after - before) / before * 100:+.1f} %)")
 
 
+def growth_around_reload(levels: list[dict[str, dict[str, float]]], roles: list[str], during: int) -> str:
+    """PSS growth of each process from the warm interval to the last before the reload, and from the first
+    after it to the last: where the whole-run verdict fails, this tells a one-off step at the reload
+    (both halves flat) from a leak (growth within the halves). Informational; the verdict is unchanged."""
+    warm = warm_index(len(levels))
+    halves = [("before the reload", warm, during - 1), ("after it", during + 1, len(levels) - 1)]
+    shown = []
+    for name, first, last in halves:
+        if last - first < 1:
+            shown.append(f"{name}: too few intervals")
+            continue
+        cells = []
+        for role in roles:
+            a, b = levels[first].get(role, {}).get("pss"), levels[last].get(role, {}).get("pss")
+            cells.append(f"{role} {(b - a) / a * 100:+.1f} %" if a and b else f"{role} –")
+        shown.append(f"{name} (intervals {first + 1}-{last + 1}): " + ", ".join(cells))
+    return "PSS growth within each half: " + "; ".join(shown)
+
+
 @dataclass
 class Verdict:
     warm_interval: int
@@ -390,7 +416,10 @@ def server_log_errors(log: str) -> list[str]:
 
 
 def report(args: argparse.Namespace, load: Load, sampler: Sampler, reload_at: float, reload_version_: int,
-           log: str, workdir: Path) -> bool:
+           log: str, workdir: Path, load_averages: tuple[str, str]) -> tuple[bool, str]:
+    """The report (markdown tables, as bench/RESULTS.md shows them) and whether every check passed."""
+    lines: list[str] = []
+    say = lines.append
     seconds = args.minutes * 60
     count = max(1, math.ceil(seconds / args.interval - 1e-9))
     answers = sorted(load.answers, key=lambda a: a.start)
@@ -398,19 +427,22 @@ def report(args: argparse.Namespace, load: Load, sampler: Sampler, reload_at: fl
     roles = list(dict.fromkeys(["master", *sorted({o.role for o in sampler.observations} - {"master"})]))
     levels = medians(sampler.observations, args.interval, count)
 
-    print(f"soak: {seconds:g} s of mixed traffic at {args.rate:g} requests/s from {args.clients} client threads "
-          f"against {args.workers} workers; intervals of {args.interval:g} s; version {reload_version_} "
-          f"published at {reload_at:.1f} s")
-    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print("\nrequests per interval: count · p50 / p99 ms (bad = 4xx expected: "
-          + ", ".join(f"{k.name} {k.expect}" for k in load.kinds if k.group == "bad") + ")\n")
-    print("\n".join(request_table(answers, groups, args.interval, count)))
-    print("\nthe whole run per kind:\n")
-    print("\n".join(kind_table(answers, load.kinds)))
-    print("\nmemory and descriptors per interval (median of samples every "
-          f"{sampler.every:g} s; fds: open descriptors apart from live client connections)\n")
-    print("\n".join(memory_table(levels, roles)))
-    print(reload_step(levels, int(reload_at // args.interval)))
+    say(f"soak: {seconds:g} s of mixed traffic at {args.rate:g} requests/s from {args.clients} client threads "
+        f"against {args.workers} workers; intervals of {args.interval:g} s; version {reload_version_} "
+        f"published at {reload_at:.1f} s")
+    say(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    say(f"machine: {platform.node()}, {os.cpu_count()} cores; load average (1 min) {load_averages[0]} at the "
+        f"start, {load_averages[1]} at the end (other work on the machine slows the answers, not the verdict)")
+    say("\nrequests per interval: count · p50 / p99 ms (bad = 4xx expected: "
+        + ", ".join(f"{k.name} {k.expect}" for k in load.kinds if k.group == "bad") + ")\n")
+    say("\n".join(request_table(answers, groups, args.interval, count)))
+    say("\nthe whole run per kind:\n")
+    say("\n".join(kind_table(answers, load.kinds)))
+    say("\nmemory and descriptors per interval (median of samples every "
+        f"{sampler.every:g} s; fds: open descriptors apart from live client connections)\n")
+    say("\n".join(memory_table(levels, roles)))
+    say(reload_step(levels, int(reload_at // args.interval)))
+    say(growth_around_reload(levels, roles, int(reload_at // args.interval)))
 
     verdict = Verdict(warm_index(count) + 1)
     growth_checks(verdict, levels, roles, args.max_growth)
@@ -421,30 +453,38 @@ def report(args: argparse.Namespace, load: Load, sampler: Sampler, reload_at: fl
     bad = [a for a in answers if a.kind.expect != 200]
     verdict.add("bad requests without their 4xx", "–", str(sum(not a.ok for a in bad)), f"of {len(bad)}", "0",
                 not any(not a.ok for a in bad))
-    last_versions = Counter(a.version for a in per_interval(answers, args.interval, count, lambda a: a.start)[-1]
-                            if a.version)
+    # Which versions answered once the reload has had time to land (the pollers look every second). Not
+    # "the last interval": with --minutes 2 the reload falls at the start of the last one.
+    settled = Counter(a.version for a in answers if a.version and a.start >= reload_at + RELOAD_GRACE_S)
     after = [a for a in answers if a.version and a.start >= reload_at]
     first_new = min((a.start for a in after if a.version == str(reload_version_)), default=math.nan) - reload_at
     last_old = max((a.start for a in after if a.version != str(reload_version_)), default=reload_at) - reload_at
-    shown = ", ".join(f"v{v}: {n}" for v, n in sorted(last_versions.items()))
-    verdict.add(f"hot reload to v{reload_version_}", "v1", shown,
+    shown = ", ".join(f"v{v}: {n}" for v, n in sorted(settled.items())) or "none"
+    verdict.add(f"hot reload to v{reload_version_}", "v1", f"{shown} (from +{RELOAD_GRACE_S:g} s)",
                 f"first v{reload_version_} +{first_new:.1f} s, last older +{last_old:.1f} s",
-                f"only v{reload_version_} answers", set(last_versions) == {str(reload_version_)})
+                f"only v{reload_version_} answers", set(settled) == {str(reload_version_)})
     verdict.add("workers replaced", "–", str(len(sampler.replaced)), "–", "0", not sampler.replaced)
     log_errors = server_log_errors(log)
     verdict.add("server log lines at ERROR", "–", str(len(log_errors)), "–", "0", not log_errors)
     late = sum(a.lag > 1.0 for a in answers)
-    print(f"\ntotal: {len(answers)} requests ({len(good)} good, {len(bad)} bad), {len(failed)} errors; "
-          f"{late} started more than 1 s after their due time (max {max((a.lag for a in answers), default=0):.2f} s)")
+    say(f"\ntotal: {len(answers)} requests ({len(good)} good, {len(bad)} bad), {len(failed)} errors; "
+        f"{late} started more than 1 s after their due time (max {max((a.lag for a in answers), default=0):.2f} s)")
     for a in failed[:10]:
-        print(f"  error at {a.start:.1f} s: {a.problem}")
+        say(f"  error at {a.start:.1f} s: {a.problem}")
     for line in log_errors[:5]:
-        print(f"  server log: {line[:300]}")
-    print("\nverdict (growth from the warm interval to the last, and errors):\n")
-    print("\n".join(verdict.table()))
-    print(f"\nsoak {'PASS' if verdict.passed else 'FAIL'}" + ("" if verdict.passed else f" (server log and "
-          f"repository kept in {workdir})"))
-    return verdict.passed
+        say(f"  server log: {line[:300]}")
+    say("\nverdict (growth from the warm interval to the last, and errors):\n")
+    say("\n".join(verdict.table()))
+    say(f"\nsoak {'PASS' if verdict.passed else 'FAIL'}" + ("" if verdict.passed else f" (server log and "
+        f"repository kept in {workdir})"))
+    return verdict.passed, "\n".join(lines)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write beside, then rename: an interrupted run never leaves half a report where a whole one was."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text + "\n")
+    os.replace(partial, path)
 
 
 def main() -> int:
@@ -456,12 +496,15 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-growth", type=float, default=5.0, help="percent, warm interval to the last")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server")
+    parser.add_argument("--markdown", type=Path, help="also write the report (markdown tables) to this file, "
+                        "for bench/RESULTS.md")
     args = parser.parse_args()
     seconds = args.minutes * 60
     if seconds <= 0 or args.rate <= 0 or args.interval <= 0:
         parser.error("--minutes, --rate and --interval must be positive")
 
     kinds = build_kinds()
+    load_at_start = f"{os.getloadavg()[0]:.2f}"
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
     repo = workdir / "models"
     shutil.copytree(MODELS, repo)  # hot reload publishes here, never into the committed models/
@@ -480,7 +523,12 @@ def main() -> int:
         sampler.stop()
     finally:
         server.stop()
-    passed = report(args, load, sampler, reload_at, version, server.log(), workdir)
+    load_averages = (load_at_start, f"{os.getloadavg()[0]:.2f}")
+    passed, text = report(args, load, sampler, reload_at, version, server.log(), workdir, load_averages)
+    print(text)
+    if args.markdown:
+        write_atomically(args.markdown, text)
+        print(f"\n(the report is also in {args.markdown})")
     if passed:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0 if passed else 1

@@ -8,15 +8,17 @@ Why a renderer rather than a second copy of the manifests: CI must run the very 
 ``kubectl apply -k deploy/k8s`` deploys, so this reads the kustomization's ``resources`` and changes only
 what a single podman host needs:
 
-- keeps the kinds ``podman kube play`` runs (ConfigMap, Secret, Deployment) and drops the ones only a
-  cluster has (Service, HorizontalPodAutoscaler, PodDisruptionBudget);
+- keeps the kinds ``podman kube play`` runs (ConfigMap, Secret, PersistentVolumeClaim -- a podman named
+  volume --, Deployment) and drops the ones only a cluster has (Service, HorizontalPodAutoscaler,
+  PodDisruptionBudget);
 - the Deployment gets ``replicas: 1``, and its image is replaced (the kustomization's ``images`` entry
   names the image the cluster would pull; here it is the one just built);
 - the ``http`` port gets a ``hostPort`` on 127.0.0.1 (slirp4netns publishes only host ports);
 - ``--secret KEY=VALUE`` fills a key of the Secrets the Deployment reads (a test token instead of the
   committed empty one), written as base64 ``data`` as the API server would store it;
-- ``--suffix`` makes the Deployment and Secret names unique, and rewrites every reference to the Secret,
-  because podman's pod and secret names are global on the host (parallel CI runs must not collide).
+- ``--suffix`` makes the Deployment, Secret and PersistentVolumeClaim names unique, and rewrites every
+  reference to them, because podman's pod, secret and volume names are global on the host (parallel CI
+  runs must not collide, nor share a feedback store).
 
 Everything else -- volumes of any kind, probes, security context, env, grace period -- passes through
 unchanged. Needs PyYAML only.
@@ -34,7 +36,8 @@ from pathlib import Path
 import yaml
 
 K8S = Path(__file__).resolve().parent / "k8s"
-PLAYABLE = ("ConfigMap", "Secret", "Deployment")  # what podman kube play runs; the rest needs a cluster
+# What podman kube play runs (a claim becomes a named volume); the rest needs a cluster.
+PLAYABLE = ("ConfigMap", "Secret", "PersistentVolumeClaim", "Deployment")
 
 
 def kustomization_documents(folder: Path = K8S) -> list[dict]:
@@ -85,6 +88,14 @@ def _rename_secret_refs(deployment: dict, renames: dict[str, str]) -> None:
             secret["secretName"] = renames[secret["secretName"]]
 
 
+def _rename_claim_refs(deployment: dict, renames: dict[str, str]) -> None:
+    """Point every volume of a renamed PersistentVolumeClaim at its new name."""
+    for volume in _pod_spec(deployment).get("volumes", []):
+        claim = volume.get("persistentVolumeClaim")
+        if claim and claim.get("claimName") in renames:
+            claim["claimName"] = renames[claim["claimName"]]
+
+
 def _fill_secret(secret: dict, values: dict[str, str]) -> None:
     """Merge ``stringData`` and the given values into base64 ``data`` (what the API server stores)."""
     data = dict(secret.pop("data", None) or {})
@@ -102,7 +113,7 @@ def render(
     suffix: str = "",
     folder: Path = K8S,
 ) -> list[dict]:
-    """The documents to play: ConfigMaps, Secrets and the one-replica Deployment running ``image``."""
+    """The documents to play: ConfigMaps, Secrets, claims and the one-replica Deployment running ``image``."""
     replaced = kustomization_image_names(folder)
     documents = [copy.deepcopy(doc) for doc in kustomization_documents(folder) if doc["kind"] in PLAYABLE]
     deployments = [doc for doc in documents if doc["kind"] == "Deployment"]
@@ -123,9 +134,16 @@ def render(
     if unknown:
         raise ValueError(f"no Secret in {folder} has the keys {sorted(unknown)}")
 
+    claims: dict[str, str] = {}
+    for doc in documents:
+        if doc["kind"] == "PersistentVolumeClaim" and suffix:
+            claims[doc["metadata"]["name"]] = doc["metadata"]["name"] + suffix
+            doc["metadata"]["name"] += suffix
+
     deployment["metadata"]["name"] += suffix
     deployment["spec"]["replicas"] = 1
     _rename_secret_refs(deployment, renames)
+    _rename_claim_refs(deployment, claims)
     for container in _containers(deployment):
         if _image_name(container["image"]) in replaced:
             container["image"] = image
@@ -149,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host-port", type=int, default=8000, help="loopback port for the http port")
     parser.add_argument("--secret", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="a value for a key of the Deployment's Secrets (repeatable)")
-    parser.add_argument("--suffix", default="", help="appended to the Deployment and Secret names")
+    parser.add_argument("--suffix", default="", help="appended to the Deployment, Secret and claim names")
     args = parser.parse_args(argv)
     documents = render(args.image, host_port=args.host_port, secrets=dict(args.secret), suffix=args.suffix)
     yaml.safe_dump_all(documents, sys.stdout, sort_keys=False)

@@ -40,6 +40,7 @@ from .model_status import require_served
 from .poller import RepositoryPoller
 from .registry import ModelRegistry
 from .repository import atomic_write_bytes, read_regular_file
+from .runtime_dir_watch import RuntimeDirWatch
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class Control:
         self.folder = Path(self.folder)
         self.path = self.folder / CONTROL_FILE
         self.acks = self.folder / ACK_FOLDER
+        self.watch = RuntimeDirWatch(self.folder)
 
     @classmethod
     def for_runtime_dir(cls, registry: ModelRegistry, runtime_dir: str) -> Control:
@@ -174,7 +176,12 @@ class Control:
             return True
 
     def tick(self) -> bool:
-        """The poller calls this every ~0.25 s: on a change, rescan and confirm to the admin caller."""
+        """The poller calls this every ~0.25 s: on a change, rescan and confirm to the admin caller.
+
+        While the runtime folder is missing or not a folder, nothing is read (that is logged once).
+        """
+        if not self.watch.ok():
+            return False
         if self.adopt():
             self.registry.sync()
             self._ack(self._state.generation if self._state else 0)

@@ -52,6 +52,25 @@ def bomb_png(side: int = 30000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 
 
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def raw_png(pixels: np.ndarray, *, rows: int | None = None, interlace: bool = False) -> bytes:
+    """An 8-bit grayscale PNG written by hand: ``rows`` < height gives a short but well-formed file (a
+    complete zlib stream, right CRCs, IEND in place) that holds fewer rows than its header says."""
+    height, width = pixels.shape
+    if interlace:  # Adam7: seven reduced images, each row with its filter byte
+        passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+        lines = [row for x0, y0, dx, dy in passes for row in pixels[y0::dy, x0::dx] if row.size]
+    else:
+        lines = list(pixels[:rows])
+    data = zlib.compress(b"".join(b"\x00" + line.tobytes() for line in lines))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, int(interlace))
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", data)
+            + png_chunk(b"IEND", b""))
+
+
 def jpeg(mode: str = "L") -> bytes:
     buf = io.BytesIO()
     Image.new(mode, (28, 28), 0 if mode != "CMYK" else (0, 0, 0, 255)).save(buf, format="JPEG")
@@ -108,6 +127,10 @@ MATRIX: list[tuple[str, str, str, Lazy, int]] = [
     ("missing content type", "POST", "/predict", raw(GOOD, None), 415),
     ("wrong content type", "POST", "/predict", raw(GOOD, "text/plain"), 415),
     ("truncated PNG", "POST", "/predict", raw(GOOD[: len(GOOD) // 2]), 400),
+    ("PNG with fewer rows than its header (short IDAT, IEND present)", "POST", "/predict",
+     raw(raw_png(np.full((28, 28), 200, np.uint8), rows=14)), 400),
+    ("big PNG with fewer rows than its header (Pillow's path)", "POST", "/predict",
+     raw(raw_png(np.full((400, 300), 200, np.uint8), rows=399)), 400),
     ("truncated JPEG", "POST", "/predict", raw(jpeg()[:200], "image/jpeg"), 400),
     ("PNG header with garbage", "POST", "/predict", raw(GOOD[:33] + b"\x17" * 300), 400),
     ("not an image at all", "POST", "/predict", raw(b"hello, I am text" * 10), 415),
@@ -208,6 +231,8 @@ ACCEPTED_ODDITIES = [
     ("16-bit PNG", raw(png(Image.fromarray(bar_pixels().astype(np.uint16) * 257)))),
     ("JPEG sent as octet-stream", raw(encoded(Image.fromarray(bar_pixels()), "JPEG", quality=95),
                                       "application/octet-stream")),
+    ("interlaced (Adam7) PNG", raw(raw_png(bar_pixels(), interlace=True))),
+    ("interlaced PNG of odd size 23x37", raw(raw_png(np.pad(bar_pixels(), ((0, 9), (0, 0)))[:, 5:28], interlace=True))),
     ("base64 data URL", {"json": {"images": ["data:image/png;base64," + base64.b64encode(GOOD).decode()]}}),
 ]
 

@@ -1,17 +1,20 @@
 """Feedback through a real gunicorn with two workers: the same picture sent at once by many clients ends
 as one file and one manifest line; a quota shared by the workers is never exceeded, and what is refused
-(507) leaves nothing behind; the counters add up across workers."""
+(507) leaves nothing behind; the counters add up across workers; the quota's running total stays exact."""
 
 from __future__ import annotations
 
 import io
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import requests
 from PIL import Image
+
+from service.feedback import FULL_RECHECK_S
 
 from .support import MODELS, GunicornServer
 
@@ -95,3 +98,59 @@ def test_the_quota_holds_across_workers_and_a_refusal_leaves_nothing(tmp_path: P
         # The service keeps answering predictions.
         assert requests.post(server.url + "/predict", data=pictures[0],
                              headers={"Content-Type": "image/png"}, timeout=30).status_code == 200
+
+
+def numbered_png(number: int) -> bytes:
+    """A digit picture whose bytes differ for every ``number`` (written into the top row)."""
+    pixels = np.zeros((28, 28), np.uint8)
+    pixels[5:23, 12:16] = 255
+    pixels[0, :4] = np.frombuffer(number.to_bytes(4, "big"), np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def walk_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def running_total(root: Path) -> int:
+    """The store's running byte total, which the workers keep in its lock file."""
+    raw = (root / ".lock").read_bytes()
+    assert raw.endswith(b"\n") and raw[:-1].isdigit(), raw
+    return int(raw)
+
+
+def test_the_running_total_stays_exact_across_workers_and_room_freed_by_hand_is_found(tmp_path: Path) -> None:
+    """The quota no longer walks the store on every post: the total is kept in the lock file, shared by
+    the workers. It starts from what an older store already holds, equals a walk after concurrent posts
+    on two workers, refuses by itself when full, and room an operator frees by hand is found."""
+    store = tmp_path / "feedback"
+    older = store / "mnist" / "3"
+    older.mkdir(parents=True)
+    for seed in range(40):  # pictures stored before the running total existed
+        (older / f"older-{seed}.png").write_bytes(numbered_png(1000 + seed))
+    pictures = [numbered_png(200 + seed) for seed in range(30)]
+    quota = walk_bytes(store) + sum(len(p) for p in pictures) + 30 * 400 + 64
+    with GunicornServer(MODELS, env={"FEEDBACK_DIR": str(store), "FEEDBACK_MAX_BYTES": str(quota)},
+                        workers=2, log_path=tmp_path / "gunicorn.log") as server:
+        url = server.url + "/v1/models/mnist/feedback?label=3"
+        with ThreadPoolExecutor(8) as pool:
+            statuses = [r.status_code for r in pool.map(lambda body: post_to(url, body), pictures)]
+        assert statuses == [201] * len(pictures)
+        assert running_total(store) == walk_bytes(store)
+
+        # Posts until the total says full: refused (507) by the total alone, never over the quota ...
+        statuses = []
+        for seed in range(500, 540):
+            statuses.append(post_to(url, numbered_png(seed)).status_code)
+            if statuses[-1] != 201:
+                break
+        assert statuses[-1] == 507 and set(statuses[:-1]) <= {201}, statuses
+        assert running_total(store) == walk_bytes(store) <= quota
+        # ... and room freed by hand (older pictures moved out) is found at the next re-walk.
+        for seed in range(3):
+            (older / f"older-{seed}.png").unlink()
+        time.sleep(FULL_RECHECK_S)  # a "full" store is re-walked at most this often per worker
+        assert post_to(url, numbered_png(seed)).status_code == 201
+        assert running_total(store) == walk_bytes(store) <= quota

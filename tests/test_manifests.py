@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
 KSERVE = ROOT / "deploy" / "kserve" / "inferenceservice.yaml"
 KSERVE_GRPC = ROOT / "deploy" / "kserve" / "inferenceservice-grpc.yaml"
+KSERVE_FEEDBACK = ROOT / "deploy" / "kserve" / "feedback-pvc.yaml"
 GRPC_PORT = 8081
 TFJOB = ROOT / "deploy" / "kubeflow" / "tfjob.yaml"
 KSERVE_MODELS = ROOT / "tests" / "schemas" / "kserve-0.21.0-models.json"  # .ci/extract_sdk_models.py
@@ -79,8 +80,8 @@ def test_k8s_manifest_valid_against_schema(name: str, resource: dict) -> None:
 
 def test_k8s_has_every_kind() -> None:
     kinds = sorted(doc["kind"] for _, doc in k8s_resources())
-    assert kinds == sorted(["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-                            "Secret", "Service"])
+    assert kinds == sorted(["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "PersistentVolumeClaim",
+                            "PodDisruptionBudget", "Secret", "Service"])
     assert by_kind("HorizontalPodAutoscaler")["apiVersion"] == "autoscaling/v2"
 
 
@@ -119,6 +120,11 @@ def test_deployment_probes_security_and_resources() -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
     assert_runtime_dir_has_its_own_volume(mounts, volumes, by_kind("ConfigMap")["data"]["RUNTIME_DIR"])
+    claim = by_kind("PersistentVolumeClaim")
+    assert_feedback_dir_on_claim(mounts, volumes, by_kind("ConfigMap")["data"]["FEEDBACK_DIR"], claim)
+    # Several replicas (and the HPA) write the one store: the claim must be mountable by all of them.
+    assert deployment["spec"]["replicas"] > 1 and claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert pod["securityContext"]["fsGroup"] == dockerfile_uid()  # the claim's files writable by the user
 
     # Graceful stop: the pod gets longer than preStop + gunicorn's graceful timeout.
     assert pod["terminationGracePeriodSeconds"] >= 25
@@ -130,6 +136,17 @@ def assert_runtime_dir_has_its_own_volume(mounts: dict[str, str], volumes: dict[
     assert mounts[runtime_dir] != mounts.get("/tmp")
     volume = volumes[mounts[runtime_dir]]["emptyDir"]
     assert volume.get("sizeLimit")
+
+
+def assert_feedback_dir_on_claim(mounts: dict[str, str], volumes: dict[str, dict], feedback_dir: str,
+                                 claim: dict) -> None:
+    """FEEDBACK_DIR is a mount of a PersistentVolumeClaim (the root is read-only; an emptyDir dies with the
+    pod), the one given, large enough for the default FEEDBACK_MAX_BYTES."""
+    assert feedback_dir in mounts, f"FEEDBACK_DIR {feedback_dir} is not a mount"
+    volume = volumes[mounts[feedback_dir]]
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    size = claim["spec"]["resources"]["requests"]["storage"]
+    assert re.fullmatch(r"\d+Gi", size) and int(size[:-2]) * 2**30 >= Settings().feedback_max_bytes
 
 
 def test_configmap_feeds_the_deployment_with_known_settings() -> None:
@@ -162,17 +179,19 @@ def test_grpc_port_is_exposed_and_named() -> None:
     assert re.search(rf"^EXPOSE 8000 {GRPC_PORT}$", runtime, re.M)
 
 
-def test_admin_token_comes_from_the_secret() -> None:
-    """ADMIN_TOKEN is read from the Secret (never a literal in the Deployment or the ConfigMap), and the
-    committed Secret is empty: the admin API stays off until an operator sets a token."""
+@pytest.mark.parametrize("token", ["ADMIN_TOKEN", "FEEDBACK_TOKEN"])
+def test_tokens_come_from_the_secret(token: str) -> None:
+    """ADMIN_TOKEN and FEEDBACK_TOKEN are read from the Secret (never a literal in the Deployment or the
+    ConfigMap), and the committed Secret holds them empty: the admin API stays off, and feedback open (within
+    its quota), until an operator sets a token."""
     secret = by_kind("Secret")
     (container,) = by_kind("Deployment")["spec"]["template"]["spec"]["containers"]
     env = {item["name"]: item for item in container.get("env", [])}
-    ref = env["ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]
+    ref = env[token]["valueFrom"]["secretKeyRef"]
     assert ref["name"] == secret["metadata"]["name"]
-    assert ref["key"] in secret["stringData"] and ref["key"] in SETTINGS_ENV
-    assert secret["stringData"]["ADMIN_TOKEN"] == ""
-    assert "ADMIN_TOKEN" not in by_kind("ConfigMap")["data"]
+    assert ref["key"] == token and token in SETTINGS_ENV
+    assert secret["stringData"][token] == ""
+    assert token not in by_kind("ConfigMap")["data"]
     assert all("value" not in item for item in container.get("env", []))  # settings: ConfigMap or Secret
 
 
@@ -210,7 +229,8 @@ def test_render_for_podman_kube_play() -> None:
     played = render("localhost/mnist-serving:ci", host_port=18000, secrets={"ADMIN_TOKEN": "t0ken"},
                     suffix="-ci1")
     kinds = {doc["kind"]: doc for doc in played}
-    assert sorted(kinds) == ["ConfigMap", "Deployment", "Secret"]  # Service, HPA, PDB need a cluster
+    # Service, HPA, PDB need a cluster; a claim is a podman named volume.
+    assert sorted(kinds) == ["ConfigMap", "Deployment", "PersistentVolumeClaim", "Secret"]
     deployment, secret = kinds["Deployment"], kinds["Secret"]
     assert deployment["spec"]["replicas"] == 1
     assert deployment["metadata"]["name"] == by_kind("Deployment")["metadata"]["name"] + "-ci1"
@@ -222,8 +242,16 @@ def test_render_for_podman_kube_play() -> None:
     assert base64.b64decode(secret["data"]["ADMIN_TOKEN"]) == b"t0ken"
     ref = next(e for e in container["env"] if e["name"] == "ADMIN_TOKEN")["valueFrom"]["secretKeyRef"]
     assert ref["name"] == secret["metadata"]["name"] == "mnist-serving-admin-ci1"
+    # The claim (a podman volume, global on the host) is renamed like the Secret, and so is its reference.
+    claim = kinds["PersistentVolumeClaim"]
+    assert claim["metadata"]["name"] == by_kind("PersistentVolumeClaim")["metadata"]["name"] + "-ci1"
+    claimed = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert [v["persistentVolumeClaim"]["claimName"] for v in claimed] == [claim["metadata"]["name"]]
     # Everything else passes through: volumes of whatever kind, probes, security, grace period.
-    for key in ("volumes", "securityContext", "terminationGracePeriodSeconds"):
+    unclaimed = [v for v in original["volumes"] if "persistentVolumeClaim" not in v]
+    assert [v for v in pod["volumes"] if "persistentVolumeClaim" not in v] == unclaimed
+    assert [v["name"] for v in pod["volumes"]] == [v["name"] for v in original["volumes"]]
+    for key in ("securityContext", "terminationGracePeriodSeconds"):
         assert pod[key] == original[key]
     assert container["volumeMounts"] == original["containers"][0]["volumeMounts"]
     assert container["startupProbe"] == original["containers"][0]["startupProbe"]
@@ -364,8 +392,21 @@ def test_kserve_inference_service_valid_against_the_kserve_sdk_models() -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert {e["name"] for e in container.get("env", [])} <= SETTINGS_ENV
     env = {e["name"]: e.get("value") for e in container.get("env", [])}
-    assert_runtime_dir_has_its_own_volume({m["mountPath"]: m["name"] for m in container["volumeMounts"]},
-                                          {v["name"]: v for v in predictor["volumes"]}, env["RUNTIME_DIR"])
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in predictor["volumes"]}
+    assert_runtime_dir_has_its_own_volume(mounts, volumes, env["RUNTIME_DIR"])
+    (claim,) = documents(KSERVE_FEEDBACK)
+    assert_feedback_dir_on_claim(mounts, volumes, env["FEEDBACK_DIR"], claim)
+    assert predictor["maxReplicas"] > 1 and claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert predictor["securityContext"]["fsGroup"] == dockerfile_uid()
+
+
+def test_kserve_feedback_claim_valid_against_schema() -> None:
+    (claim,) = documents(KSERVE_FEEDBACK)
+    try:
+        kubernetes_validate.validate(claim, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        pytest.fail(f"{KSERVE_FEEDBACK.name}: {exc.message} at {'.'.join(map(str, exc.path))}")
 
 
 BROKEN_ISVC = {
@@ -439,6 +480,14 @@ def test_compose_file() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     runtime_dir = re.search(r"RUNTIME_DIR=(\S+)", dockerfile[dockerfile.index("AS runtime"):]).group(1)
     assert any(t.split(":")[0] == runtime_dir for t in app["tmpfs"])
+    # FEEDBACK_DIR on a named volume (it outlives the container), declared at the top level, mounted on
+    # the folder the image creates for the service's user (a fresh volume takes that folder's owner).
+    feedback_dir = app["environment"]["FEEDBACK_DIR"]
+    named = {v.split(":")[1]: v.split(":")[0] for v in app["volumes"] if not v.startswith((".", "/"))}
+    assert named.get(feedback_dir) in compose.get("volumes", {}), f"FEEDBACK_DIR {feedback_dir}: no named volume"
+    uid = dockerfile_uid()
+    assert re.search(rf"mkdir -p {re.escape(feedback_dir)} && chown {uid}:{uid} {re.escape(feedback_dir)}",
+                     dockerfile[dockerfile.index("AS runtime"):])
     assert "/v2/health/ready" in " ".join(app["healthcheck"]["test"])
 
     prometheus = services["prometheus"]

@@ -2,7 +2,8 @@
 
 Behaviour through a real gunicorn (body forms, boxes, EXIF orientation, empty pictures, the
 MAX_READ_DIGITS limit, bad input, metrics); accuracy in-process on fixed seeds of
-``bench.numbercorpus`` (numbers of 2-8 MNIST *test* digits, plain and photographed); and property
+``bench.numbercorpus`` (numbers of 2-8 MNIST *test* digits, plain, photographed and on the photo
+corpus's ruled or squared sheets with EXIF orientations); ruled lines; and property
 tests of the connected-component labelling and of segmentation on random masks.
 """
 
@@ -26,12 +27,15 @@ from bench.numbercorpus import NumberPicture, generate, mnist_test_digits, score
 from service.pictures.components import label_runs
 from service.pictures.segment import InkMap, candidates, segment_number
 
-# Accuracy floors on the fixed seeds below (measured: see the issue's closing note). The model alone
-# classifies ~98 % of MNIST test digits right, so a number of 2-8 digits is fully right at best ~90 %
-# of the time; the plain floor sits just under what the reader reaches.
-PLAIN_WHOLE_STRING, PLAIN_PER_DIGIT = 0.88, 0.94
-PHOTO_WHOLE_STRING, PHOTO_PER_DIGIT = 0.78, 0.84
+# Accuracy floors on the fixed seeds below (measured: see the issue's closing note), a little under
+# what the reader reaches (plain 0.900 / 0.962, photo 0.815 / 0.867, field 0.750 / 0.830 whole-string
+# / per-digit). The model alone classifies ~98 % of MNIST test digits right, so a number of 2-8
+# digits is fully right at best ~90 % of the time (on seed 1's plain and photo numbers: 0.91, 0.90).
+PLAIN_WHOLE_STRING, PLAIN_PER_DIGIT = 0.88, 0.95
+PHOTO_WHOLE_STRING, PHOTO_PER_DIGIT = 0.79, 0.85
+FIELD_WHOLE_STRING, FIELD_PER_DIGIT = 0.72, 0.80
 SEED, COUNT = 1, 200
+FIELD_COUNT = 100  # ~0.35 s to make each (photo-sized frames, ruling drawn at full size)
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +53,12 @@ def plain(digits) -> list[NumberPicture]:
 def photos(digits) -> list[NumberPicture]:
     images, labels = digits
     return generate(COUNT, style="photo", seed=SEED, images=images, labels=labels)
+
+
+@pytest.fixture(scope="module")
+def field(digits) -> list[NumberPicture]:
+    images, labels = digits
+    return generate(FIELD_COUNT, style="field", seed=SEED, images=images, labels=labels)
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -247,9 +257,18 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 
 def read_all(plane, samples: list[NumberPicture]) -> list[dict]:
+    """Each sample's reading; a 422 (more pieces than MAX_READ_DIGITS: a sheet's lines left in) counts
+    as a wrong reading, as the benchmark counts it."""
     from service.dataplane import Timings
+    from service.errors import Unprocessable
 
-    return [plane.read(None, {"top_k": "0"}, sample.data, Timings()) for sample in samples]
+    answers = []
+    for sample in samples:
+        try:
+            answers.append(plane.read(None, {"top_k": "0"}, sample.data, Timings()))
+        except Unprocessable:
+            answers.append({"text": "(422)", "digits": []})
+    return answers
 
 
 def boxes_on_their_digits(samples: list[NumberPicture], answers: list[dict]) -> float:
@@ -276,6 +295,56 @@ def test_photographed_numbers_accuracy(plane, photos) -> None:
     assert figures["whole_string"] >= PHOTO_WHOLE_STRING, figures
     assert figures["per_digit"] >= PHOTO_PER_DIGIT, figures
     assert boxes_on_their_digits(photos, answers) >= 0.95
+
+
+def test_field_numbers_accuracy(plane, field) -> None:
+    """Numbers on sheets made with the photo corpus's effects: ruled and squared paper, pencil and
+    marker, shadows, specks, the page's edge, stored sideways with an EXIF orientation (boxes are in
+    the upright picture's pixels)."""
+    answers = read_all(plane, field)
+    figures = score(field, answers)
+    print("field", figures, "boxes", boxes_on_their_digits(field, answers))
+    assert figures["whole_string"] >= FIELD_WHOLE_STRING, figures
+    assert figures["per_digit"] >= FIELD_PER_DIGIT, figures
+    assert boxes_on_their_digits(field, answers) >= 0.95
+    ruled = [k for k, sample in enumerate(field) if sample.conditions["ruling"] != "plain"]
+    sideways = [k for k, sample in enumerate(field) if sample.conditions["orientation"] != 1]
+    for chosen in (ruled, sideways):
+        assert len(chosen) >= 30
+        part = score([field[k] for k in chosen], [answers[k] for k in chosen])
+        assert part["whole_string"] >= FIELD_WHOLE_STRING - 0.05, part
+
+
+def test_ruled_and_squared_lines_are_not_digits_but_the_strokes_crossing_them_are() -> None:
+    """Three digits written across ruled (then squared) lines: three places, each box the height of its
+    digit (a line left in would chain them into one piece, or stretch a box to the frame)."""
+    from PIL import ImageDraw
+
+    for squared in (False, True):
+        sheet = Image.new("L", (600, 300), 250)
+        pen = ImageDraw.Draw(sheet)
+        for y in range(12, 300, 34):
+            pen.line([(0, y), (600, y + 8)], fill=150, width=2)  # slightly tilted, like a photo
+        if squared:  # (a stroke lying right along a grid line goes with it: not drawn so here)
+            for x in range(10, 600, 30):
+                pen.line([(x, 0), (x - 6, 300)], fill=150, width=2)
+        pen.line([(150, 90), (150, 200)], fill=20, width=9)  # a 1
+        pen.ellipse([(230, 90), (300, 200)], outline=20, width=9)  # a 0
+        pen.line([(360, 92), (430, 92), (385, 200)], fill=20, width=9, joint="curve")  # a 7
+        places = segment_number(np.asarray(sheet))
+        assert len(places) == 3, [p.options[0][0].box for p in places]
+        for place in places:
+            x0, y0, x1, y1 = place.options[0][0].box
+            assert 80 <= y0 <= 100 and 190 <= y1 <= 210, (squared, place.options[0][0].box)
+
+
+def test_a_tight_crop_of_ones_keeps_its_ones() -> None:
+    """Strokes reaching across most of a tightly cropped picture are 1s, not lines to remove."""
+    picture = np.full((100, 300), 255, np.uint8)
+    for x in (40, 120, 200):
+        picture[4:96, x:x + 8] = 0
+    places = segment_number(picture)
+    assert len(places) == 3
 
 
 # ---- properties ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from service.registry import READY, UNAVAILABLE, ModelRegistry
 from service.repository import VersionPolicy
 
 from .inprocess import make_app
-from .lifecycle_helpers import copy_repo, publish, valid_files
+from .lifecycle_helpers import card, copy_repo, publish, valid_files
 from .support import MODELS
 
 
@@ -121,3 +121,41 @@ def test_a_refused_version_is_reported_with_its_reason_and_the_previous_keeps_se
     assert registry.get("mnist").version == 1
     (two,) = [s for s in model_status(registry, "mnist")["versions"] if s["version"] == 2]
     assert two["state"] == UNAVAILABLE and "sha256" in two["reason"]
+
+
+def _scores_not_probabilities() -> bytes:
+    """A real, loadable ONNX model of the contract's shape whose outputs are not probabilities.
+
+    ``input @ W + b`` with no softmax: a blank image gets b (summing to 1, so a warm-up made of blank
+    images alone would pass it), any image with ink gets scores that do not sum to 1.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from service.contract import FEATURES, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", [INPUT_NAME, "W"], ["scores"]),
+         helper.make_node("Add", ["scores", "b"], [OUTPUT_NAME])],
+        "scores_not_probabilities",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", FEATURES])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", NUM_CLASSES])],
+        [numpy_helper.from_array(np.full((FEATURES, NUM_CLASSES), 0.01, np.float32), "W"),
+         numpy_helper.from_array(np.full(NUM_CLASSES, 1 / NUM_CLASSES, np.float32), "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def test_a_model_whose_outputs_are_not_probabilities_is_refused_at_warm_up(tmp_path):
+    repo = copy_repo(tmp_path, "mnist")
+    blob = _scores_not_probabilities()
+    publish(repo, "mnist", 2, {"model.onnx": blob, "model.json": card(2, blob)})
+    registry = registry_for(repo)
+    registry.sync()
+    assert registry.get("mnist").version == 1
+    (two,) = [s for s in model_status(registry, "mnist")["versions"] if s["version"] == 2]
+    assert two["state"] == UNAVAILABLE and "do not sum to 1" in two["reason"]

@@ -30,11 +30,12 @@ def table_rows(output: str, header_start: str) -> list[list[str]]:
     return rows
 
 
-def test_short_soak_reports_counts_zero_errors_and_the_verdict():
+def test_short_soak_reports_counts_zero_errors_and_the_verdict(tmp_path):
     before = committed_versions()
+    written = tmp_path / "soak.md"
     run = subprocess.run(
         [sys.executable, "bench/soak.py", "--minutes", "0.2", "--interval", "3", "--rate", "20",
-         "--max-growth", "30"],
+         "--max-growth", "30", "--markdown", str(written)],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     output = run.stdout + run.stderr
@@ -65,3 +66,5 @@ def test_short_soak_reports_counts_zero_errors_and_the_verdict():
     assert verdict["errors on good requests"][2] == "0"
     assert verdict["workers replaced"][5] == "pass"
     assert committed_versions() == before, "the soak published into the committed models/"
+    # The file for bench/RESULTS.md holds the same report: its verdict table is the printed one.
+    assert table_rows(written.read_text(), "| check |") == list(verdict.values())

@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.pictures.pngrows import require_complete_png_rows, require_complete_rows
 
 try:
     import pyspng
@@ -199,9 +200,10 @@ def _decode_simple_png(data: bytes, max_pixels: int) -> np.ndarray | None:
         return None
     try:
         if pyspng is None:
+            require_complete_rows(idat, width, height, depth, colour, interlace)  # Pillow pads it
             image = Image.frombytes("L", (width, height), b"".join(idat), "zip", "L")
             return np.frombuffer(image.tobytes(), dtype=np.uint8).reshape(height, width)
-        pixels = pyspng.load(data, mode)
+        pixels = pyspng.load(data, mode)  # libspng refuses short image data itself
     except Exception:  # noqa: BLE001 - corrupt stream: let the slow path produce the error
         return None
     return pixels if mode == "L" else _colour_to_gray(pixels, mode)
@@ -333,6 +335,8 @@ def _decode_with_pillow(data: bytes, fmt: str, max_pixels: int, min_side: int | 
             stored = image.size
             if image.format in ("JPEG", "MPO"):
                 _draft(image, min_side)
+            if fmt == "PNG":  # Pillow pads short image data; checked after the pixel limit (it inflates)
+                require_complete_png_rows(data, MAX_PNG_CHUNKS)
             _load(image)
             upright = _upright(image)
             rotated = upright.size != image.size
