@@ -54,16 +54,17 @@ def rate(counts: dict[str, tuple[int, int]], name: str) -> float:
 
 
 # Floors: what this seed measured with the photo pipeline, less a little (before it: 11 % overall on
-# the same kind of corpus). The issue's goal is 95 % everywhere; pencil, ruled and shadowed photos are
-# not there yet (see the report in the issue), so the floors guard against regressions, not the goal.
-OVERALL_FLOOR = 0.93
+# the same kind of corpus). Measured on this corpus (seed 2024, 240 photos): 94.6 % overall with the first
+# photo path; 96.7 % with the ~190-px working copy and the trend-continuing margins (ruled 94.6, squared
+# 98.1, EXIF-rotated 95.1, pencil 93.8, small digit 96.7, shadow 95.4). The floors leave 2-4 pictures.
+OVERALL_FLOOR = 0.95
 CONDITION_FLOORS = {
-    "ruled": 0.9,
-    "squared": 0.9,
-    "exif-rotated": 0.9,
-    "pencil": 0.85,
-    "small-digit": 0.88,
-    "shadow": 0.9,
+    "ruled": 0.92,
+    "squared": 0.94,
+    "exif-rotated": 0.93,
+    "pencil": 0.9,
+    "small-digit": 0.93,
+    "shadow": 0.92,
 }
 
 
@@ -95,7 +96,7 @@ def test_drawn_strokes_photographed_as_well_as_clean(model) -> None:
     labels = rng.integers(0, 10, 150)
     clean, _ = evaluate(model, [Sample(corpus.clean(int(label), rng), int(label)) for label in labels])
     photographed, _ = evaluate(model, corpus.samples(150, seed=77, frame=(1024, 768)))
-    # measured: 96.7 % clean, 88.7 % photographed
+    # measured: 96.7 % clean, 88.7 % photographed (first photo path), 87.3 % (~190-px working copy)
     assert rate(photographed, "overall") >= rate(clean, "overall") - 0.12, (clean, photographed)
 
 

@@ -75,13 +75,37 @@ class Components:
     def mask(self, keep: np.ndarray) -> np.ndarray:
         """The mask of the components whose ``keep`` entry is true."""
         height, width = self.shape
-        chosen = keep[self.label]
-        flat = np.zeros(height * (width + 1) + 1, np.int8)
-        base = self.row[chosen] * (width + 1)
-        # runs of a row are separated by at least one pixel, so no start shares a place with a stop
-        flat[base + self.start[chosen]] = 1
-        flat[base + self.stop[chosen]] = -1
-        return np.cumsum(flat[:-1], dtype=np.int8).reshape(height, width + 1)[:, :width].astype(bool)
+        out = np.zeros(height * width, bool)
+        out[self._pixels(keep[self.label])[0]] = True
+        return out.reshape(height, width)
+
+    def subset(self, keep: np.ndarray) -> Components:
+        """The components whose ``keep`` entry is true, renumbered 0..n-1 in their order (the mask of
+        the rest removed, without labelling again)."""
+        runs = keep[self.label]
+        renumber = np.cumsum(keep) - 1
+        return Components(
+            self.shape, self.row[runs], self.start[runs], self.stop[runs], renumber[self.label[runs]], int(keep.sum())
+        )
+
+    def run_sums(self, values: np.ndarray) -> np.ndarray:
+        """The sum of ``values`` (an image of this shape) over each run: per-component totals are a
+        ``np.bincount`` of these by ``label`` (the ink in a component, its strong pixels)."""
+        index, run = self._pixels(np.ones(self.row.size, bool))
+        return np.bincount(run, weights=values.ravel()[index], minlength=self.row.size)
+
+    def _pixels(self, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flat indices of the pixels of the chosen runs, and the run each belongs to.
+
+        Proportional to the ink, not the picture (a cumulative sum over every pixel cost more than the
+        rest of the labelling).
+        """
+        runs = np.flatnonzero(chosen)
+        lengths = self.stop[runs] - self.start[runs]
+        first = self.row[runs] * self.shape[1] + self.start[runs]
+        before = np.cumsum(lengths) - lengths
+        index = np.arange(int(lengths.sum())) + np.repeat(first - before, lengths)
+        return index, np.repeat(runs, lengths)
 
 
 def label_runs(mask: np.ndarray) -> Components:
@@ -90,7 +114,8 @@ def label_runs(mask: np.ndarray) -> Components:
     padded = np.zeros((height, width + 2), np.int8)
     padded[:, 1:-1] = mask
     change = np.diff(padded, axis=1)  # +1 where a run starts, -1 one past where it ends
-    rows, cols = np.nonzero(change)  # row-major: each row's starts and stops alternate
+    # row-major: each row's starts and stops alternate (flatnonzero + divmod: 2-D nonzero is ~10x slower)
+    rows, cols = np.divmod(np.flatnonzero(change), width + 1)
     rows, starts, stops = rows[0::2], cols[0::2], cols[1::2]
     count = rows.size
     if count == 0:

@@ -89,9 +89,10 @@ _JPEG_NO_LENGTH = frozenset((0x01, *range(0xD0, 0xD9)))  # TEM, RSTn, SOI, EOI: 
 
 #: Big JPEGs (phone photos) are decoded straight to a reduced size with libjpeg's DCT scaling (1/2, 1/4
 #: or 1/8) as long as the short side stays at least this long: a digit is at least a tenth of the short
-#: side, so it still spans 36+ pixels, which is plenty for a 20-pixel box, and a 12 MP photo costs
-#: ~190k pixels of memory instead of 12M (36 MB as RGB).
-DECODE_MIN_SIDE = 360
+#: side, so it still spans 30+ pixels, more than the photo path's working copy keeps (~190 px short
+#: side, ``photo.WORK_SIDE``) and plenty for a 20-pixel box; a 12 MP photo costs ~190k pixels of memory
+#: instead of 12M (36 MB as RGB), and a 1600x1200 one is decoded at 1/4 (400x300) instead of 1/2.
+DECODE_MIN_SIDE = 300
 _DCT_SCALES = (8, 4, 2)  # libjpeg can scale by 1/8, 1/4, 1/2 while decoding (Image.draft)
 
 _EXIF_ORIENTATION = 0x0112
