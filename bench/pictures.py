@@ -1,11 +1,13 @@
 """Latency and memory of decode + normalisation for the pictures users send (prints figures; no asserts).
 
     python -m bench.pictures            # 12 MP phone JPEGs, 280x280 RGBA page drawings, 28x28 PNGs
+    python -m bench.pictures --photos 4 --repeat 5
 
 One picture at a time in this process (as one worker handling one request): wall-clock median and p90,
 CPU time per picture, and the peak memory one 12 MP picture adds (max RSS growth, measured in a fresh
 child process so earlier allocations do not hide it), with DCT-scaled decoding and, for comparison,
-full-size decoding.
+full-size decoding. For the JPEGs also the decode alone and libjpeg's floor (what any decoder on Pillow
+must spend); drawings both on a transparent canvas and on the page's opaque white one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -46,17 +49,44 @@ def time_pictures(datas: list[bytes], repeat: int, min_side: int | None = -1) ->
     }
 
 
-def page_drawings(count: int) -> list[bytes]:
-    """280x280 RGBA PNGs as the web page posts them: dark strokes on a transparent canvas."""
+def page_drawings(count: int, opaque: bool = False) -> list[bytes]:
+    """280x280 RGBA PNGs of drawn digits: dark strokes on a transparent canvas, or (``opaque``) the web
+    page's own canvas, #111 ink on opaque white paper (bench/payloads.py draws one such digit)."""
     images, _ = mnist_test_digits()
     out = []
     for digit in images[:count]:
-        page = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
-        page.putalpha(Image.fromarray(digit).resize((280, 280), Image.Resampling.BILINEAR))
+        strokes = Image.fromarray(digit).resize((280, 280), Image.Resampling.BILINEAR)
+        if opaque:
+            page = Image.new("RGBA", (280, 280), (255, 255, 255, 255))
+            page.paste((17, 17, 17, 255), (0, 0), strokes)
+        else:
+            page = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+            page.putalpha(strokes)
         buffer = io.BytesIO()
         page.save(buffer, "PNG")
         out.append(buffer.getvalue())
     return out
+
+
+def time_calls(call: Callable[[bytes], object], datas: list[bytes], repeat: int) -> dict[str, float]:
+    """Median wall ms and mean CPU ms of ``call`` on each picture, ``repeat`` times."""
+    walls, cpus = [], []
+    for _ in range(repeat):
+        for data in datas:
+            wall, cpu = time.perf_counter(), time.process_time()
+            call(data)
+            cpus.append(time.process_time() - cpu)
+            walls.append(time.perf_counter() - wall)
+    return {"median_ms": float(np.median(walls) * 1000), "cpu_ms": float(np.mean(cpus) * 1000), "n": len(walls)}
+
+
+def libjpeg_floor(data: bytes) -> np.ndarray:
+    """The least any decoder built on Pillow can do for a big JPEG: libjpeg's 1/8 DCT-scaled grayscale
+    decode (``draft`` + ``load``) into an array -- no format checks, no EXIF, no normalisation."""
+    image = Image.open(io.BytesIO(data))
+    image.draft("L", (image.width // 8, image.height // 8))
+    image.load()
+    return np.asarray(image)
 
 
 def mnist_pngs(count: int) -> list[bytes]:
@@ -70,17 +100,24 @@ def mnist_pngs(count: int) -> list[bytes]:
 
 
 def peak_memory_mb(path: str, min_side: str) -> float:
-    """Max-RSS growth (MB) of a fresh process handling one picture, after a warm-up on a small one."""
+    """Peak-RSS growth (MB) of a fresh process handling one picture, after a warm-up on a small one.
+
+    Read from /proc's VmHWM, which starts afresh at exec: ``ru_maxrss`` does not (Linux keeps the
+    forking parent's peak across exec, which hid any growth below this benchmark's own size).
+    """
     code = f"""
-import resource, numpy as np
+import numpy as np
 from service.pictures.decode import decode_image
 from service.pictures.normalise import batch_to_model_input
+def peak_kb():
+    with open('/proc/self/status') as status:
+        return next(int(line.split()[1]) for line in status if line.startswith('VmHWM:'))
 small = np.full((40, 40), 255, np.uint8); small[10:30, 18:22] = 0
 batch_to_model_input([small])
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 data = open({path!r}, 'rb').read()
+before = peak_kb()
 batch_to_model_input([decode_image(data, max_pixels={MAX_PIXELS}, min_side={min_side})])
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+print((peak_kb() - before) / 1024)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip())
@@ -98,7 +135,10 @@ def main() -> None:
     results = {
         "12mp_jpeg": time_pictures(photos, args.repeat),
         "12mp_jpeg_full_decode": time_pictures(photos, 1, min_side=None),
+        "12mp_decode_only": time_calls(lambda data: decode_image(data, max_pixels=MAX_PIXELS), photos, args.repeat),
+        "12mp_libjpeg_floor": time_calls(libjpeg_floor, photos, args.repeat),
         "page_rgba_280": time_pictures(page_drawings(200), 5),
+        "page_rgba_280_opaque": time_pictures(page_drawings(200, opaque=True), 5),
         "mnist_png_28": time_pictures(mnist_pngs(200), 5),
     }
     tmp = "/tmp/bench-pictures-12mp.jpg"

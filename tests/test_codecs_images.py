@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile, ImageOps
 
+from bench.payloads import page_drawing
 from service.codecs.b64 import decode_base64
 from service.errors import BadRequest, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from service.pictures import decode as images
@@ -72,18 +73,21 @@ def paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 
 def handmade_gray_png(pixels: np.ndarray, filters: list[int]) -> bytes:
-    """An 8-bit grayscale PNG with the given per-row filter types (Pillow does not let us choose)."""
-    height, width = pixels.shape
-    x = pixels.astype(np.int64)
+    """An 8-bit PNG with the given per-row filter types (Pillow does not let us choose): grayscale for
+    a 2-D array, RGB or RGBA for 3 or 4 channels."""
+    height, width = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    x = pixels.reshape(height, width * channels).astype(np.int64)
     rows = []
     for r in range(height):
         cur = x[r]
-        up = x[r - 1] if r else np.zeros(width, np.int64)
-        left = np.concatenate(([0], cur[:-1]))
-        upleft = np.concatenate(([0], up[:-1]))
+        up = x[r - 1] if r else np.zeros(width * channels, np.int64)
+        left = np.concatenate(([0] * channels, cur[:-channels]))  # the same channel of the pixel before
+        upleft = np.concatenate(([0] * channels, up[:-channels]))
         predictor = {0: 0, 1: left, 2: up, 3: (left + up) // 2, 4: paeth(left, up, upleft)}[filters[r]]
         rows.append(bytes([filters[r]]) + ((cur - predictor) % 256).astype(np.uint8).tobytes())
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    colour = {1: 0, 3: 2, 4: 6}[channels]
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
         + png_chunk(b"IHDR", ihdr)
@@ -101,12 +105,21 @@ def png_header_claiming(width: int, height: int) -> bytes:
     )
 
 
+def half_transparent_drawing() -> Image.Image:
+    """Blue-grey ink on a transparent canvas with soft edges: every alpha from 0 to 255 occurs."""
+    alpha = np.zeros((30, 40), np.uint8)
+    alpha[4:26, 6:34] = np.linspace(0, 255, 28, dtype=np.uint8)
+    pixels = np.dstack([np.full_like(alpha, 30), np.full_like(alpha, 60), np.full_like(alpha, 120), alpha])
+    return Image.fromarray(pixels, "RGBA")
+
+
 def samples() -> dict[str, bytes]:
     """One valid file per supported format (used for truncation and mutation tests)."""
     rgb = Image.fromarray(digit_like()).convert("RGB")
     return {
         "png": encode(rgb, "PNG"),
         "png-gray": encode(Image.fromarray(digit_like()), "PNG"),
+        "png-rgba": encode(half_transparent_drawing(), "PNG"),
         "jpeg": encode(rgb, "JPEG"),
         "bmp": encode(rgb, "BMP"),
         "gif": encode(rgb, "GIF"),
@@ -152,6 +165,61 @@ def test_fast_png_path_decodes_every_filter_type_like_pillow(decoder: str, case)
     with fast_png_decoder(decoder):
         np.testing.assert_array_equal(decode_image(data, max_pixels=MAX), pixels)
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), pixels)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from([3, 4]).flatmap(
+        lambda channels: st.tuples(
+            st.integers(1, 24),
+            st.integers(1, 24),
+            st.just(channels),
+            st.sampled_from(["random", "opaque", "transparent ink"]),
+        )
+    ).flatmap(
+        lambda shape: st.tuples(
+            st.binary(min_size=shape[0] * shape[1] * shape[2], max_size=shape[0] * shape[1] * shape[2]),
+            st.just(shape),
+            st.lists(st.integers(0, 4), min_size=shape[0], max_size=shape[0]),
+        )
+    )
+)
+def test_fast_png_path_flattens_rgb_and_rgba_like_the_pillow_path(case) -> None:
+    """The page's drawing (RGBA) and other colour PNGs take pyspng, then give Pillow's exact pixels."""
+    raw, (height, width, channels, alpha), filters = case
+    pixels = np.frombuffer(raw, np.uint8).reshape(height, width, channels).copy()
+    if channels == 4 and alpha == "opaque":
+        pixels[..., 3] = 255  # the web page's canvas: white paper, no transparency
+    elif channels == 4 and alpha == "transparent ink":
+        pixels[..., :3] = pixels[..., :1]  # gray ink of any strength on a transparent canvas
+    data = handmade_gray_png(pixels, filters)
+    with fast_png_decoder("pyspng"):
+        assert images._decode_simple_png(data, MAX) is not None  # the fast path took it
+        fast = decode_image(data, max_pixels=MAX)
+    with fast_png_decoder("pillow"):  # without pyspng, colour PNGs take the full Pillow path
+        assert images._decode_simple_png(data, MAX) is None
+        slow = decode_image(data, max_pixels=MAX)
+    np.testing.assert_array_equal(fast, slow)
+    mode = "RGB" if channels == 3 else "RGBA"
+    reference = Image.open(io.BytesIO(data))
+    assert reference.mode == mode
+    expected = np.asarray(reference.convert("L"), dtype=np.int64)
+    if channels == 4:  # composited onto white: L*a/255 + 255*(1-a/255), rounded (Pillow rounds to +-1)
+        a = pixels[..., 3].astype(np.int64)
+        expected = (expected * a + 255 * (255 - a) + 127) // 255
+    assert np.abs(fast.astype(np.int64) - expected).max() <= 1
+
+
+def test_the_pages_drawing_takes_the_fast_path_with_the_slow_paths_pixels() -> None:
+    data = page_drawing()  # the drawing exactly as the web page uploads it
+    assert Image.open(io.BytesIO(data)).mode == "RGBA"
+    with fast_png_decoder("pyspng"):
+        assert images._decode_simple_png(data, MAX) is not None
+        fast = decode_image(data, max_pixels=MAX)
+    with fast_png_decoder("pillow"):
+        slow = decode_image(data, max_pixels=MAX)
+    np.testing.assert_array_equal(fast, slow)
+    assert fast.shape == (280, 280) and fast[0, 0] == 255 and fast.min() < 40  # white page, dark ink
 
 
 @pytest.mark.parametrize(

@@ -123,6 +123,19 @@ def test_grey_paper_and_grey_ink_are_normalised() -> None:
     assert ink_box(out, 0.5)[0] == 20
 
 
+@pytest.mark.parametrize(("stroke", "kept"), [(168, True), (169, False)])
+def test_ink_counts_from_the_papers_median_level(stroke: int, kept: bool) -> None:
+    """Paper at 200 and 201 alternating along the border (median 200.5): ink is measured against the
+    median of the inverted border, int(54.5) = 54, so a stroke 33 levels darker than 201 is ink and
+    one 32 levels darker (the noise level) is blank paper."""
+    picture = np.full((100, 100), 200, np.uint8)
+    ys, xs = np.nonzero(np.pad(np.zeros((98, 98), bool), 1, constant_values=True))
+    picture[ys[::2], xs[::2]] = 201
+    assert np.count_nonzero(picture == 201) * 2 == ys.size == 396  # half of the border
+    picture[30:70, 45:55] = stroke
+    assert to_model_input(picture).any() == kept
+
+
 def test_small_28x28_drawing_on_white_is_normalised() -> None:
     picture = np.full((28, 28), 255, np.uint8)
     picture[2:8, 2:5] = 0
@@ -214,6 +227,30 @@ def test_any_image_gives_a_valid_row(gray: np.ndarray, mode: str) -> None:
     out = to_model_input(gray, mode)
     assert out.shape == (784,) and out.dtype == np.float32
     assert np.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0
+
+
+@st.composite
+def drawings_on_paper(draw) -> np.ndarray:
+    """Strokes (rectangles of any ink level darker than the paper) on evenly lit paper of any level."""
+    height, width = draw(st.integers(16, 90)), draw(st.integers(16, 90))
+    paper = draw(st.integers(140, 255))
+    picture = np.full((height, width), paper, np.uint8)
+    for _ in range(draw(st.integers(0, 4))):
+        top, left = draw(st.integers(1, height - 2)), draw(st.integers(1, width - 2))
+        bottom, right = draw(st.integers(top + 1, height - 1)), draw(st.integers(left + 1, width - 1))
+        picture[top:bottom, left:right] = draw(st.integers(0, paper))
+    return picture
+
+
+@settings(max_examples=100, deadline=None)
+@given(drawings_on_paper(), st.integers(0, 12), st.sampled_from(["mnist", "fashion"]))
+def test_drawings_read_the_same_inverted_and_on_darker_paper(picture: np.ndarray, darker: int, mode: str) -> None:
+    """Dark ink on light paper and light ink on dark paper are the same drawing; so is the drawing on
+    paper a few levels darker (a dimmer scan): the ink is measured against the paper, not against white."""
+    out = to_model_input(picture, mode)
+    np.testing.assert_array_equal(to_model_input(255 - picture, mode), out)
+    if int(picture[0, 0]) - darker >= 128 and picture.min() >= darker:  # still light paper
+        np.testing.assert_array_equal(to_model_input(picture - np.uint8(darker), mode), out)
 
 
 @settings(max_examples=100, deadline=None)

@@ -11,14 +11,17 @@ The format is detected from the file's magic bytes, never from the client's Cont
 told to try only that format, so a file cannot smuggle in one of Pillow's rarer (and less hardened)
 decoders.
 
-Fast path: the service's commonest upload is a small 8-bit grayscale PNG (an MNIST digit). For that, we
+Fast path: the service's commonest uploads are PNGs: a small 8-bit grayscale one (an MNIST digit) and
+the web page's 280x280 RGBA drawing. For 8-bit, non-interlaced gray, RGB and RGBA PNGs, we
 check the PNG chunks ourselves (CRCs, types) and decode with pyspng (libspng, a fuzzed C decoder that
 returns a numpy array: ~7 µs for a digit, against ~25 µs for Pillow's decoder fed the zlib stream and
-~50 µs for Pillow's full open/load). pyspng has no wheel for some platforms (Linux on ARM); there the
-fast path feeds Pillow's PNG ("zip") decoder directly with ``Image.frombytes``. Anything unusual about
-the file (other colour types, transparency, EXIF, APNG, unknown critical chunks, bad CRC, truncation)
-falls back to the full Pillow path, which decides how to report it, so the fast path can never accept
-what the slow path would refuse.
+~50 µs for Pillow's full open/load; ~0.5 ms for the page's drawing, against ~1 ms for Pillow). Colour
+and alpha are then flattened by the same Pillow calls as on the slow path, so both give the same
+pixels. pyspng has no wheel for some platforms (Linux on ARM); there the fast path feeds Pillow's PNG
+("zip") decoder directly with ``Image.frombytes`` for grayscale and leaves colour to the slow path.
+Anything unusual about the file (other bit depths, palettes, interlacing, tRNS transparency, EXIF,
+APNG, unknown critical chunks, bad CRC, truncation) falls back to the full Pillow path, which decides
+how to report it, so the fast path can never accept what the slow path would refuse.
 """
 
 from __future__ import annotations
@@ -60,8 +63,11 @@ _PILLOW_FORMATS: dict[str, tuple[str, ...]] = {
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk is always these 12 bytes
 _BMP_HEADER_SIZES = frozenset((12, 16, 40, 52, 56, 64, 108, 124))
-# Largest image the PNG fast path handles; bigger ones gain nothing from it.
-_FAST_PNG_MAX_PIXELS = 256 * 256
+# Largest image the PNG fast path handles (a phone screenshot fits); a bigger one goes to Pillow.
+_FAST_PNG_MAX_PIXELS = 2048 * 2048
+# PNG colour type -> Pillow mode of the fast path's 8-bit pictures: gray, RGB, RGBA. (Gray+alpha is
+# rare and pyspng 0.1.4 cannot output it: the slow path decodes it.)
+_FAST_PNG_MODES = {0: "L", 2: "RGB", 6: "RGBA"}
 # Ancillary chunks that change what the pixels mean (transparency, orientation, animation): the slow
 # path handles those. Every other ancillary chunk (gamma, text, physical size, ...) is irrelevant here.
 _FAST_PNG_SLOW_CHUNKS = frozenset((b"tRNS", b"eXIf", b"acTL", b"fcTL", b"fdAT", b"sBIT"))
@@ -169,11 +175,11 @@ def _sniff_format(data: bytes) -> str | None:
     return None
 
 
-# --- fast path: small 8-bit grayscale PNG -----------------------------------------------------------
+# --- fast path: plain 8-bit PNG ---------------------------------------------------------------------
 
 
 def _decode_simple_png(data: bytes, max_pixels: int) -> np.ndarray | None:
-    """Decode a small, plain 8-bit grayscale PNG, or return None to let Pillow handle the file.
+    """Decode a plain 8-bit gray, RGB or RGBA PNG, or return None to let Pillow handle the file.
 
     Never raises for bad input except the pixel limit (413, same as the slow path): anything this
     function does not fully understand is left to the slow path.
@@ -185,21 +191,23 @@ def _decode_simple_png(data: bytes, max_pixels: int) -> np.ndarray | None:
     width, height, depth, colour, compression, filtering, interlace = struct.unpack_from(">IIBBBBB", data, 16)
     if width * height > max_pixels:
         raise _too_large(width, height, max_pixels)
-    if (depth, colour, compression, filtering, interlace) != (8, 0, 0, 0, 0):
+    mode = _FAST_PNG_MODES.get(colour)
+    if mode is None or (depth, compression, filtering, interlace) != (8, 0, 0, 0):
         return None
-    if not 0 < width * height <= _FAST_PNG_MAX_PIXELS:
+    if not 0 < width * height <= _FAST_PNG_MAX_PIXELS or pyspng is None and mode != "L":
         return None
     idat = _png_image_data(data)
     if idat is None:
         return None
     try:
-        if pyspng is not None:
-            return pyspng.load(data, "L")  # libspng refuses short image data itself
-        require_complete_rows(idat, width, height, depth, colour, interlace)  # Pillow pads it
-        image = Image.frombytes("L", (width, height), b"".join(idat), "zip", "L")
+        if pyspng is None:
+            require_complete_rows(idat, width, height, depth, colour, interlace)  # Pillow pads it
+            image = Image.frombytes("L", (width, height), b"".join(idat), "zip", "L")
+            return np.frombuffer(image.tobytes(), dtype=np.uint8).reshape(height, width)
+        pixels = pyspng.load(data, mode)  # libspng refuses short image data itself
     except Exception:  # noqa: BLE001 - corrupt stream: let the slow path produce the error
         return None
-    return np.frombuffer(image.tobytes(), dtype=np.uint8).reshape(height, width)
+    return pixels if mode == "L" else _colour_to_gray(pixels, mode)
 
 
 def _png_image_data(data: bytes) -> list[memoryview] | None:
@@ -430,6 +438,20 @@ def _to_gray(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB").convert("L"))  # CMYK, YCbCr, LAB, HSV, ...
 
 
+def _colour_to_gray(pixels: np.ndarray, mode: str) -> np.ndarray:
+    """The fast path's RGB or RGBA array -> gray on white, by the slow path's Pillow calls (same pixels).
+
+    Pillow works on a zero-copy view of the array; the alpha check is numpy's (3x faster than Pillow's
+    ``getextrema`` here): the page's opaque canvas then costs one conversion, a transparent one a blend.
+    """
+    height, width = pixels.shape[:2]
+    image = Image.frombuffer(mode, (width, height), pixels, "raw", mode, 0, 1)
+    gray = image.convert("L")
+    if mode == "RGB" or pixels[..., 3].min() == 255:
+        return np.asarray(gray)
+    return _paste_on_white(gray, image.getchannel("A"))
+
+
 def _has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
 
@@ -437,12 +459,23 @@ def _has_alpha(image: Image.Image) -> bool:
 def _composite_on_white(image: Image.Image) -> np.ndarray:
     """Flatten transparency onto a white page (``out = L*a + 255*(1-a)``), the way a browser shows it.
 
-    Done with Pillow's masked paste, which is about twice as fast as the same blend in numpy.
+    Done with Pillow's masked paste, which is about twice as fast as the same blend in numpy (a LUT on
+    ``B | A << 8`` for gray ink was no faster either). A picture with an alpha channel but no
+    transparency (the web page's canvas is opaque white) skips the blend: at alpha 255 it is the identity.
     """
     if image.mode not in ("LA", "RGBA"):
         image = image.convert("RGBA")
-    page = Image.new("L", image.size, 255)
-    page.paste(image.convert("L"), (0, 0), image.getchannel("A"))
+    gray = image.convert("L")
+    alpha = image.getchannel("A")
+    if alpha.getextrema() == (255, 255):
+        return np.asarray(gray)
+    return _paste_on_white(gray, alpha)
+
+
+def _paste_on_white(gray: Image.Image, alpha: Image.Image) -> np.ndarray:
+    """Pillow's masked paste of ``gray`` onto white: ``DIV255(L*a + 255*(255-a))``, rounded."""
+    page = Image.new("L", gray.size, 255)
+    page.paste(gray, (0, 0), alpha)
     return np.asarray(page)
 
 
