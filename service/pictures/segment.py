@@ -169,12 +169,15 @@ def ruled_lines(mask: np.ndarray) -> np.ndarray:
     rows.
     """
     lines = _lines_across(mask)
-    lines |= _lines_across(mask.T).T
+    # Upright lines come with level ones (squared paper): without those, only a line reaching right across
+    # the picture is one (the page's edge). Two upright 1s reaching most of a drawing's height are digits.
+    lines |= _lines_across(mask.T, alone_only=not lines.any()).T
     return lines
 
 
-def _lines_across(mask: np.ndarray) -> np.ndarray:
-    """``ruled_lines`` for the nearly horizontal lines."""
+def _lines_across(mask: np.ndarray, alone_only: bool = False) -> np.ndarray:
+    """``ruled_lines`` for the nearly horizontal lines; ``alone_only`` takes only lines that reach right
+    across (``_LINE_ALONE``), not parallel ones reaching most of the way."""
     height, width = mask.shape
     found = np.zeros_like(mask)
     if width < _LINE_MIN_LENGTH or height < 3:
@@ -197,13 +200,13 @@ def _lines_across(mask: np.ndarray) -> np.ndarray:
         cover[:] = False
         cover[bins, column_index] = True
         reach = cover.sum(axis=1) / columns.size
-        line = _long(reach)
+        line = _long(reach, alone_only)
         score = float((reach[line] ** 2).sum())
         if score > best_score:
             best, best_reach, best_score = float(slope), reach, score
     if best_score == 0.0:
         return found
-    flagged = _long(best_reach)
+    flagged = _long(best_reach, alone_only)
     # A line straddling two bins: its neighbour bin holds the rest of it.
     flagged[1:] |= flagged[:-1] & (best_reach[1:] >= _LINE_REACH / 3)
     flagged[:-1] |= flagged[1:] & (best_reach[:-1] >= _LINE_REACH / 3)
@@ -214,10 +217,12 @@ def _lines_across(mask: np.ndarray) -> np.ndarray:
     return found
 
 
-def _long(reach: np.ndarray) -> np.ndarray:
+def _long(reach: np.ndarray, alone_only: bool = False) -> np.ndarray:
     """Bins that hold a line: reaching across most of the picture, and one of several parallel
     lines unless it reaches right across (a tight crop of a number has its 1s reaching across most
     of its height; ruled paper shows more than one line)."""
+    if alone_only:
+        return reach >= _LINE_ALONE
     flagged = reach >= _LINE_REACH
     edges = np.flatnonzero(np.diff(np.concatenate(([0], flagged.view(np.int8), [0]))))
     if len(edges) == 2 and reach[edges[0]:edges[1]].max() < _LINE_ALONE:
