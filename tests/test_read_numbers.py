@@ -347,6 +347,23 @@ def test_a_tight_crop_of_ones_keeps_its_ones() -> None:
     assert len(places) == 3
 
 
+
+def test_upright_ones_beside_other_digits_are_digits_not_ruling() -> None:
+    """A "101" as written on the page's number pad: the two 1s are parallel, upright and reach most of the
+    height, like two vertical grid lines, but there are no level lines (squared paper has both), so both
+    stay digits (the pad read "0" when they were taken for ruling)."""
+    from PIL import ImageDraw
+
+    pad = Image.new("L", (840, 280), 255)
+    pen = ImageDraw.Draw(pad)
+    pen.line([(150, 45), (134, 240)], fill=17, width=20)  # a 1, slightly slanted
+    pen.ellipse([(358, 48), (482, 232)], outline=17, width=20)  # a 0
+    pen.line([(690, 45), (674, 240)], fill=17, width=20)  # a 1
+    places = segment_number(np.asarray(pad))
+    assert len(places) == 3, [p.options[0][0].box for p in places]
+    lefts = [place.options[0][0].box[0] for place in places]
+    assert lefts[0] < 280 < lefts[1] < 560 < lefts[2], lefts
+
 # ---- properties ---------------------------------------------------------------------------------
 
 
