@@ -83,6 +83,22 @@ def test_squared_paper_is_cleared_in_both_directions() -> None:
     assert ink is not None and 62 <= ink.mask.shape[0] <= 72 and 46 <= ink.mask.shape[1] <= 56
 
 
+
+def test_a_vignette_falling_off_to_the_frame_is_paper_not_ink() -> None:
+    """Light falling off towards the frame (a phone's vignette) is paper right up to the edge: the paper
+    estimate continues the fall-off beyond the frame rather than mirroring it into a valley the closing
+    fills (which made the border read as ink, beside a faint pencil digit)."""
+    height, width = 300, 400
+    yy, xx = np.mgrid[:height, :width]
+    reach = np.hypot((yy - height / 2) / (height / 2), (xx - width / 2) / (width / 2)) / np.sqrt(2)
+    paper = 230 * (1 - 0.55 * reach**2.5) + np.random.default_rng(3).normal(0, 2.5, (height, width))
+    digit = ring(paper, (150, 200), 40)
+    ink = photo.flatten_lighting(as_gray(paper))
+    border = np.ones_like(digit)
+    border[12:-12, 12:-12] = False
+    assert ink[border].max() < 0.15 and ink[border].mean() < 0.02, (ink[border].max(), ink[border].mean())
+    assert ink[digit].mean() > 0.7
+
 def test_light_ink_on_a_dark_ground_is_ink() -> None:
     rng = np.random.default_rng(2)
     board = 50.0 + rng.normal(0, 2, (180, 240)) + np.linspace(0, 30, 240)[None, :]
