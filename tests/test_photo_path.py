@@ -99,6 +99,18 @@ def test_a_vignette_falling_off_to_the_frame_is_paper_not_ink() -> None:
     assert ink[border].max() < 0.15 and ink[border].mean() < 0.02, (ink[border].max(), ink[border].mean())
     assert ink[digit].mean() > 0.7
 
+
+def test_a_faint_small_digit_wins_over_a_strip_of_table_beside_the_page() -> None:
+    """A strip of dark table along the frame is solid "ink" narrower than the lighting filter; it is not
+    the digit while a faint pencil digit is there (at 2 % of its ink the strip outweighed the digit)."""
+    paper = page(300, 400)
+    paper[:, 8:38] = 60
+    paper[ring(paper, (150, 220), 10, 3)] = 150
+    digit = photo.digit_ink(as_gray(paper))
+    assert digit is not None
+    height, width = digit.mask.shape
+    assert height < 2 * width, digit.mask.shape  # the ring's crop, not the tall strip
+
 def test_light_ink_on_a_dark_ground_is_ink() -> None:
     rng = np.random.default_rng(2)
     board = 50.0 + rng.normal(0, 2, (180, 240)) + np.linspace(0, 30, 240)[None, :]
