@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from .components import Components, label_runs
+from .morphology import rank_filter, strongest
 
 __all__ = [
     "WORK_SIDE",
@@ -171,12 +172,13 @@ def _flatten(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # bright there and the frame's border read as ink. Each of the two filters eats 3 on every side.
     pad = 2 * _CLOSING
     padded = _continued(coarse, pad)
-    closed = _rank(_rank(padded, np.maximum), np.minimum)
-    opened = _rank(_rank(padded, np.minimum), np.maximum)
+    closed = rank_filter(rank_filter(padded, _CLOSING, np.maximum), _CLOSING, np.minimum)
+    opened = rank_filter(rank_filter(padded, _CLOSING, np.minimum), _CLOSING, np.maximum)
     pad -= 2 * (_CLOSING // 2)  # margin left around the picture's own cells
     inner = (slice(pad, pad + coarse.shape[0]), slice(pad, pad + coarse.shape[1]))
-    dark = _strongest(np.subtract(closed[inner], coarse, dtype=np.int32))
-    light = _strongest(np.subtract(coarse, opened[inner], dtype=np.int32))
+    # the strokes each filter erased: the largest 0.5 % of its residual
+    dark = strongest(np.subtract(closed[inner], coarse, dtype=np.int32), 200)
+    light = strongest(np.subtract(coarse, opened[inner], dtype=np.int32), 200)
     dark_ink = 2 * light <= 3 * dark  # dark ink unless light clearly dominates: most photos are of pen on paper
     level = _box3(closed if dark_ink else opened)  # smoothed: the filters leave steps between cells
     pad -= 1
@@ -247,27 +249,6 @@ def _taps(pad: int, cells: int, size: int) -> tuple[np.ndarray, np.ndarray, np.n
     first = np.floor(centre)
     index = first.astype(np.intp)
     return index, index + 1, centre - first
-
-
-def _rank(image: np.ndarray, pick: np.ufunc) -> np.ndarray:
-    """A square max (or min) filter of width ``_CLOSING`` (7), separably, on the pixels it fully
-    covers (the result is 6 pixels smaller each way: the caller pads).
-
-    Windows of 2, 4 and then 7 by doubling: three array operations per axis instead of six.
-    """
-    for _ in range(2):
-        image = image.T  # rows, then columns (a view)
-        two = pick(image[:, :-1], image[:, 1:])
-        four = pick(two[:, :-2], two[:, 2:])
-        image = pick(four[:, :-3], four[:, 3:])
-    return image
-
-
-def _strongest(residual: np.ndarray) -> int:
-    """Sum of the largest 0.5 % of a filter's residual: the strokes it erased, not the paper's grain."""
-    flat = residual.ravel()
-    count = max(4, flat.size // 200)
-    return int(np.partition(flat, flat.size - count)[-count:].sum()) if flat.size > count else int(flat.sum())
 
 
 def ink_mask(ink: np.ndarray, paper: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

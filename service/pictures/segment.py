@@ -44,6 +44,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from .components import label_runs
+from .morphology import rank_filter, strongest
 
 __all__ = ["READ_MIN_SIDE", "WORK_MAX_SIDE", "Digit", "InkMap", "Place", "TooManyPieces", "candidates", "choose",
            "ink_map", "ruled_lines", "segment_number"]
@@ -264,11 +265,12 @@ def _paper(gray: np.ndarray) -> tuple[np.ndarray, bool]:
     # frame: without it a vignette's dark corners come out darker than their "paper", i.e. as ink.
     pad = 2 * _PAPER_KERNEL
     padded = np.pad(small, pad, mode="edge")
-    closed = _rank(_rank(padded, np.maximum), np.minimum)
-    opened = _rank(_rank(padded, np.minimum), np.maximum)
+    closed = _clamped(_clamped(padded, np.maximum), np.minimum)
+    opened = _clamped(_clamped(padded, np.minimum), np.maximum)
     inner = (slice(pad, pad + size[1]), slice(pad, pad + size[0]))
-    dark = _strongest(np.subtract(closed[inner], small, dtype=np.int32))
-    light = _strongest(np.subtract(small, opened[inner], dtype=np.int32))
+    # the strokes each filter erased: the largest 2 % of its residual
+    dark = strongest(np.subtract(closed[inner], small, dtype=np.int32), 50)
+    light = strongest(np.subtract(small, opened[inner], dtype=np.int32), 50)
     # Dark ink unless light clearly dominates (most pictures are pen on paper) and most of the
     # picture is nearer its darkest than its brightest (a small number's strokes are faint on the
     # coarse copy, where a vignette's bright middle can look like a light stroke to the opening).
@@ -281,24 +283,10 @@ def _paper(gray: np.ndarray) -> tuple[np.ndarray, bool]:
     return np.asarray(background.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32), light_ink
 
 
-def _rank(image: np.ndarray, pick: np.ufunc) -> np.ndarray:
-    """A square max (or min) filter ``_PAPER_KERNEL`` wide, separably, edges clamped."""
+def _clamped(image: np.ndarray, pick: np.ufunc) -> np.ndarray:
+    """A square max (or min) filter ``_PAPER_KERNEL`` wide, edges clamped (same size as ``image``)."""
     reach = _PAPER_KERNEL // 2
-    for axis in (0, 1):
-        padded = np.pad(image, [(reach, reach) if a == axis else (0, 0) for a in (0, 1)], mode="edge")
-        size = image.shape[axis]
-        out = padded.take(range(0, size), axis=axis)
-        for shift in range(1, _PAPER_KERNEL):
-            pick(out, padded.take(range(shift, shift + size), axis=axis), out=out)
-        image = out
-    return image
-
-
-def _strongest(residual: np.ndarray) -> int:
-    """Sum of the largest 2 % of a filter's residual: the strokes it erased, not the paper's grain."""
-    flat = residual.ravel()
-    count = max(4, flat.size // 50)
-    return int(np.partition(flat, flat.size - count)[-count:].sum()) if flat.size > count else int(flat.sum())
+    return rank_filter(np.pad(image, reach, mode="edge"), _PAPER_KERNEL, pick)
 
 
 def _otsu(strength: np.ndarray) -> int:

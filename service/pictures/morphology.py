@@ -1,0 +1,39 @@
+"""Square max / min filters for the paper estimates of the photo path and of ``/read``.
+
+Both estimate the paper under a picture on a coarse copy of it: a closing (max, then min filter) erases
+dark strokes thinner than its window and keeps gradients, vignettes and shadows, an opening does the same
+for light strokes, and which of the two erased more tells dark ink from light. The two estimates differ
+in their copies, margins and windows; the filter and the measure of what it erased are written once here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["rank_filter", "strongest"]
+
+
+def rank_filter(image: np.ndarray, width: int, pick: np.ufunc) -> np.ndarray:
+    """A square max (``np.maximum``) or min (``np.minimum``) filter ``width`` wide, separably, on the
+    pixels it fully covers: the result is ``width - 1`` smaller each way (the caller pads).
+
+    Windows grow by doubling (2, 4, 8, ...) and one last partial step: a few array operations per axis
+    instead of ``width``.
+    """
+    for _ in range(2):
+        image = image.T  # rows, then columns (a view)
+        span = 1
+        while 2 * span <= width:
+            image = pick(image[:, :-span], image[:, span:])
+            span *= 2
+        if span < width:
+            image = pick(image[:, : span - width], image[:, width - span :])
+    return image
+
+
+def strongest(residual: np.ndarray, one_in: int) -> int:
+    """Sum of the largest ``1 / one_in`` of a filter's residual (at least 4 values): the strokes it
+    erased, not the paper's grain."""
+    flat = residual.ravel()
+    count = max(4, flat.size // one_in)
+    return int(np.partition(flat, flat.size - count)[-count:].sum()) if flat.size > count else int(flat.sum())
