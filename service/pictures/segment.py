@@ -61,8 +61,14 @@ _PAPER_SIDE = 48
 _PAPER_BLUR = 2  # box blur of the closed copy (radius, coarse pixels): the closing's square plateaus
 _PAPER_KERNEL = 9  # closing window on that copy (odd): wider than a stroke of a digit filling the picture
 _MIN_CONTRAST = 48  # ink must be at least this much darker than its paper (0-255, after flattening)
+_GRAINY = 2.0  # without a 3x3 mean the faint mask falls into this many times the pieces: grain
 _LOW_FRACTION = 0.5  # hysteresis: faint ink down to this fraction of the threshold joins strong ink
 _NOISE_PERCENTILE = 99.5  # ... but never below this percentile of the paper's strength (its noise)
+# Grainy ink (pencil, ``_grain_smoothed``): its own floors.
+_FAINT_CONTRAST = 24
+_FAINT_LOW_FRACTION = 0.35
+_NOISE_SPREAD = 6  # ... but never below the paper's median strength plus this many median deviations
+_STRONG_OVER_NOISE = 2  # strong ink is at least this many times the paper's noise level
 # Ruled lines (``ruled_lines``): a line reaches across at least this share of the picture's columns;
 # the sheet may be tilted this much (tan of the angle); rows are measured in bins this many pixels
 # tall, on every _LINE_STRIDE-th column; a stroke within _CROSSING pixels on both sides crosses it.
@@ -77,6 +83,9 @@ _CROSSING = 8
 _SPECK = 0.2  # pieces whose longest side is under this are specks (dots, noise, pen taps)
 _TALL = 0.6  # pieces at least this tall are digits (or a digit's main stroke) on their own
 _SMALL_DIGIT = 0.35  # a lone short piece (or cluster) is a digit only when at least this tall
+_BAR_GAP = 0.25  # a flat stroke this near a digit (columns apart) is part of it
+_STACKED = 0.5  # pieces sharing this share of the narrower one's columns are one digit (``_stacked``) ...
+_STACKED_WIDTH = 1.0  # ... when together they are no wider than this (times the line, or the wider one)
 _WIDE = 1.2  # a piece wider than this (times its height) may be two touching digits
 _CUT_SHARE = 0.45  # ... split only where a column holds at most this share of the typical column's ink
 _MAYBE_TWO = 0.8  # a piece wider than this (times its height) is also read cut in two, to compare
@@ -132,15 +141,27 @@ def ink_map(gray: np.ndarray) -> InkMap:
         gray = 255 - gray  # light ink on dark (MNIST, a blackboard): make it dark on light
     g = gray.astype(np.float32)
     strength = np.clip((paper - g) * (255.0 / np.maximum(paper, 16.0)), 0, 255).astype(np.uint8)
-    high = max(_otsu(strength), _MIN_CONTRAST)
-    strong = strength >= high
+    level, grainy = _grain_smoothed(strength)
+    sample = level[::3, ::3]
+    if grainy:
+        # Pencil: faint (its darkest is often under _MIN_CONTRAST), so the floors come from the paper's
+        # own noise, measured robustly (median and median deviation: most of a picture is paper, and
+        # faint strokes or ruled lines hardly move them), and faint parts join down to a lower share.
+        middle = float(np.median(sample))
+        paper_noise = middle + _NOISE_SPREAD * max(float(np.median(np.abs(sample - middle))), 1.0)
+        high = max(_otsu(level), _FAINT_CONTRAST, int(_STRONG_OVER_NOISE * paper_noise))
+        low = _FAINT_LOW_FRACTION
+    else:
+        high = max(_otsu(level), _MIN_CONTRAST)
+        # The faint threshold stays above the paper's own noise (amplified where the paper is dark), or
+        # noise pixels chain up into bridges between digits written well apart.
+        below = sample[sample < high]
+        paper_noise = float(np.percentile(below, _NOISE_PERCENTILE)) if below.size else 0.0
+        low = _LOW_FRACTION
+    strong = level >= high
     if not strong.any():
         return InkMap(strength, strong)
-    # The faint threshold stays above the paper's own noise (amplified where the paper is dark), or
-    # noise pixels chain up into bridges between digits written well apart.
-    sample = strength[::3, ::3]
-    paper_noise = float(np.percentile(sample[sample < high], _NOISE_PERCENTILE)) if sample.size else 0.0
-    weak = strength >= max(int(high * _LOW_FRACTION), int(paper_noise) + 1)
+    weak = level >= max(int(high * low), int(paper_noise) + 1)
     # Ruled or squared paper, the page's edge: straight lines across the whole picture are no digit,
     # and left in they chain every digit they touch into one piece. Taken out before the hysteresis,
     # except where a digit's stroke crosses them.
@@ -157,6 +178,24 @@ def ink_map(gray: np.ndarray) -> InkMap:
     keep = np.zeros(pieces.count, dtype=bool)
     keep[pieces.label_at(ys, xs)] = True
     return InkMap(strength, pieces.mask(keep))
+
+
+def _grain_smoothed(strength: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The strength to threshold, and whether the ink is grainy: a 3x3 mean of it where the ink is
+    grainy, else itself.
+
+    A pencil's grain (paper showing between the graphite's specks) breaks its strokes into many
+    pieces at any threshold; the mean fills them in. A pen's strokes are solid, and there the mean
+    would only widen them by a pixel and bridge the 1-px gaps between touching digits (plain
+    numbers, seed 11: 0.885 -> 0.840 whole-string when always smoothed). Grainy means the faint
+    mask falls into clearly more pieces without the mean than with it.
+    """
+    level = np.asarray(Image.fromarray(strength).filter(ImageFilter.BoxBlur(1)))
+    threshold = max(_otsu(level), _FAINT_CONTRAST) * _LOW_FRACTION
+    raw = label_runs(strength >= threshold).count
+    smooth = label_runs(level >= threshold).count
+    grainy = raw > _GRAINY * max(smooth, 1)
+    return (level if grainy else strength), grainy
 
 
 def ruled_lines(mask: np.ndarray) -> np.ndarray:
@@ -472,7 +511,12 @@ def _digit_groups(parts: _Pieces, max_pieces: int) -> list[_Group]:
     kept = np.flatnonzero((longest >= _SPECK * line) & (areas >= 0.02 * areas.max()))
     if len(kept) > 2 * max_pieces:  # pieces of one digit are merged below, so allow two per digit
         raise TooManyPieces(len(kept), max_pieces)
-    groups = [_Group([int(i) + 1], *map(int, boxes[i])) for i in kept]
+    groups = _stacked([_Group([int(i) + 1], *map(int, boxes[i])) for i in kept], line)
+    # Fragments (a pencil's grainy stroke, a stroke broken by a ruled line taken out) made the pieces
+    # look shorter than the digits: the line height is measured again on the stacked groups.
+    heights = np.array([g.height for g in groups])
+    sizes = np.array([sum(areas[k - 1] for k in g.labels) for g in groups])
+    line = max(line, float(np.median(heights[sizes >= 0.25 * sizes.max()])))
     tall = [g for g in groups if g.height >= _TALL * line]
     short = sorted((g for g in groups if g.height < _TALL * line), key=lambda g: -g.width * g.height)
     loose: list[_Group] = []
@@ -488,8 +532,49 @@ def _digit_groups(parts: _Pieces, max_pieces: int) -> list[_Group]:
             mate.absorb(piece)
         else:
             loose.append(piece)
-    digits = tall + [g for g in loose if g.height >= _SMALL_DIGIT * line or g.width >= _TALL * line]
+    digits = tall + [g for g in loose if g.height >= _SMALL_DIGIT * line]
+    for piece in loose:
+        if piece.height < _SMALL_DIGIT * line and piece.width >= _TALL * line:
+            # A flat stroke is no digit on its own: a 5's bar drawn off to the right of its body, a
+            # 7's bar beside its stem. It joins the digit it nearly touches; alone it is a dash of
+            # ruling or a scratch, and is dropped.
+            near = min(digits, key=lambda g: _gap(piece, g), default=None)
+            if near is not None and _gap(piece, near) <= _BAR_GAP * line:
+                near.absorb(piece)
     return sorted(digits, key=lambda g: (g.x0 + g.x1) / 2)
+
+
+def _gap(one: _Group, other: _Group) -> int:
+    """Columns between two groups (0 where they share columns)."""
+    return max(0, max(one.x0, other.x0) - min(one.x1, other.x1))
+
+
+def _stacked(groups: list[_Group], line: float) -> list[_Group]:
+    """Groups that share most of their columns merged into one: digits of a number sit side by side,
+    never one above the other, so pieces stacked over each other are one digit broken apart (a
+    pencil's grain, a faint joint, a ruled line taken out of a stroke). The merged box must stay no
+    wider than a digit (``_STACKED_WIDTH`` of the line height), so a long dash of residue lying
+    across two digits does not chain them."""
+    groups = sorted(groups, key=lambda g: g.x0)
+    merged = True
+    while merged:
+        merged = False
+        for i, first in enumerate(groups):
+            for j in range(i + 1, len(groups)):
+                second = groups[j]
+                if second.x0 >= first.x1:
+                    break
+                shared = first.overlap(second)
+                width = max(first.x1, second.x1) - first.x0
+                if shared >= _STACKED * min(first.width, second.width) and (
+                        width <= _STACKED_WIDTH * line or width <= _STACKED_WIDTH * max(first.width, second.width)):
+                    first.absorb(second)
+                    del groups[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return groups
 
 
 def _cut_options(group: _Group, parts: _Pieces) -> list[list[tuple[int, int]]]:
