@@ -364,6 +364,68 @@ def test_upright_ones_beside_other_digits_are_digits_not_ruling() -> None:
     lefts = [place.options[0][0].box[0] for place in places]
     assert lefts[0] < 280 < lefts[1] < 560 < lefts[2], lefts
 
+
+def test_a_grainy_pencil_number_reads_one_place_per_digit() -> None:
+    """Three faint pencil digits whose grain (paper showing between the graphite) breaks every stroke
+    into specks at any threshold: each digit is still one place with its whole height, none is lost
+    (thresholded as the solid ink of a pen, the faint strokes fall apart or vanish)."""
+    from PIL import ImageDraw
+
+    cover = Image.new("L", (600, 260), 0)
+    pen = ImageDraw.Draw(cover)
+    pen.line([(150, 60), (140, 200)], fill=255, width=9)  # a 1
+    pen.ellipse([(230, 60), (310, 200)], outline=255, width=9)  # a 0
+    pen.line([(370, 62), (450, 62), (400, 200)], fill=255, width=9, joint="curve")  # a 7
+    grain = np.random.default_rng(7).uniform(0.45, 1.0, (260, 600))
+    alpha = np.asarray(cover, np.float64) / 255 * grain * 0.3  # pencil: light and grainy
+    noise = np.random.default_rng(8).normal(0, 2.0, alpha.shape)
+    sheet = np.clip(240 * (1 - alpha) + 60 * alpha + noise, 0, 255).astype(np.uint8)
+    places = segment_number(sheet)
+    assert len(places) == 3, [p.options[0][0].box for p in places]
+    for place, (left, right) in zip(places, [(130, 165), (220, 320), (360, 460)], strict=True):
+        assert len(place.options[0]) == 1
+        x0, y0, x1, y1 = place.options[0][0].box
+        assert left <= x0 and x1 <= right and y0 <= 70 and y1 >= 190, place.options[0][0].box
+
+
+def test_a_digit_broken_into_stacked_pieces_is_one_digit() -> None:
+    """An 8 written as two loops that do not touch (or a stroke broken where a faint joint was lost),
+    between a 1 and a 0: pieces one above the other are one digit, since the digits of a number sit side
+    by side; the 8's box holds both loops."""
+    from PIL import ImageDraw
+
+    picture = Image.new("L", (560, 240), 255)
+    pen = ImageDraw.Draw(picture)
+    pen.line([(100, 40), (96, 200)], fill=0, width=8)  # a 1
+    pen.ellipse([(222, 40), (298, 112)], outline=0, width=8)  # the 8's upper loop
+    pen.ellipse([(214, 124), (306, 200)], outline=0, width=8)  # ... and its lower one, apart from it
+    pen.ellipse([(380, 40), (460, 200)], outline=0, width=8)  # a 0
+    places = segment_number(np.asarray(picture))
+    assert len(places) == 3, [p.options[0][0].box for p in places]
+    eight = places[1].options[0]
+    assert len(eight) == 1
+    x0, y0, x1, y1 = eight[0].box
+    assert y0 <= 42 and y1 >= 198 and x0 <= 216 and x1 >= 304, eight[0].box
+
+
+def test_a_fives_bar_drawn_off_to_the_right_joins_its_five() -> None:
+    """A 5 whose flat bar starts right of its body (a common hand): the bar is no digit of its own, it
+    joins the 5 beside it, and a flat scratch far from any digit is dropped."""
+    from PIL import ImageDraw
+
+    picture = Image.new("L", (620, 240), 255)
+    pen = ImageDraw.Draw(picture)
+    pen.line([(100, 50), (96, 110)], fill=0, width=8)  # the 5's upright
+    pen.arc([(80, 96), (160, 196)], start=-110, end=150, fill=0, width=8)  # ... and its belly
+    pen.line([(126, 46), (196, 40)], fill=0, width=8)  # its bar, apart, reaching right
+    pen.ellipse([(260, 40), (340, 196)], outline=0, width=8)  # a 0
+    pen.line([(460, 120), (560, 116)], fill=0, width=6)  # a scratch, far from both
+    places = segment_number(np.asarray(picture))
+    assert len(places) == 2, [p.options[0][0].box for p in places]
+    five = places[0].options[0]
+    assert len(five) == 1 and five[0].box[2] >= 194, five[0].box
+
+
 # ---- properties ---------------------------------------------------------------------------------
 
 

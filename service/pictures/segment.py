@@ -191,8 +191,8 @@ def _grain_smoothed(strength: np.ndarray) -> tuple[np.ndarray, bool]:
     mask falls into clearly more pieces without the mean than with it.
     """
     level = np.asarray(Image.fromarray(strength).filter(ImageFilter.BoxBlur(1)))
-    threshold = max(_otsu(level), _FAINT_CONTRAST) * _LOW_FRACTION
-    raw = label_runs(strength >= threshold).count
+    threshold = max(_otsu(level), _MIN_CONTRAST)
+    raw = label_runs(strength >= threshold).count  # at the strong threshold a grainy stroke is specks
     smooth = label_runs(level >= threshold).count
     grainy = raw > _GRAINY * max(smooth, 1)
     return (level if grainy else strength), grainy
