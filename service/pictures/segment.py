@@ -83,6 +83,7 @@ _CROSSING = 8
 _SPECK = 0.2  # pieces whose longest side is under this are specks (dots, noise, pen taps)
 _TALL = 0.6  # pieces at least this tall are digits (or a digit's main stroke) on their own
 _SMALL_DIGIT = 0.35  # a lone short piece (or cluster) is a digit only when at least this tall
+_HAIRLINE = 0.05  # a piece narrower than this (times its height) is a leftover of a line, not a digit
 _BAR_GAP = 0.25  # a flat stroke this near a digit (columns apart) is part of it
 _STACKED = 0.5  # pieces sharing this share of the narrower one's columns are one digit (``_stacked``) ...
 _STACKED_WIDTH = 1.0  # ... when together they are no wider than this (times the line, or the wider one)
@@ -541,6 +542,11 @@ def _digit_groups(parts: _Pieces, max_pieces: int) -> list[_Group]:
             near = min(digits, key=lambda g: _gap(piece, g), default=None)
             if near is not None and _gap(piece, near) <= _BAR_GAP * line:
                 near.absorb(piece)
+    # A hairline standing far taller than it is wide is a piece of a line left over (the page's edge
+    # along a table, a grid line broken by faint parts), never a digit: the thinnest 1 is a stroke
+    # with some slant or width to it (field numbers, seeds 11-12: digits' boxes are at least 0.067
+    # as wide as tall, such leftovers 0.011-0.059).
+    digits = [g for g in digits if g.width >= _HAIRLINE * g.height]
     return sorted(digits, key=lambda g: (g.x0 + g.x1) / 2)
 
 
