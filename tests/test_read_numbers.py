@@ -443,6 +443,28 @@ def test_a_hairline_left_of_a_line_is_no_digit_but_a_thin_one_is() -> None:
     assert 180 <= places[0].options[0][0].box[0] < 200, places[0].options[0][0].box
 
 
+
+def test_a_digits_crop_holds_no_faint_grid_away_from_its_strokes() -> None:
+    """Squared paper too faint to be taken for ink still shows in a digit's box: the crop keeps the
+    faint ink just around the strokes (their soft edge, a pencil's grain) and nothing farther, so the
+    hole of a 0 is empty, not crossed by a lattice the classifier reads as strokes."""
+    from PIL import ImageDraw
+
+    sheet = Image.new("L", (400, 260), 245)
+    pen = ImageDraw.Draw(sheet)
+    for k in range(0, 400, 24):
+        pen.line([(k, 0), (k, 260)], fill=222, width=1)
+        pen.line([(0, k), (400, k)], fill=222, width=1)
+    pen.ellipse([(140, 50), (240, 210)], outline=20, width=9)  # a 0 with grid lines through its hole
+    places = segment_number(np.asarray(sheet))
+    assert len(places) == 1 and len(places[0].options[0]) == 1
+    digit = places[0].options[0][0]
+    x0, y0, x1, y1 = digit.box
+    margin = (digit.crop.shape[1] - (x1 - x0)) // 2
+    hole = digit.crop[margin + 40:margin + (y1 - y0) - 40, margin + 25:margin + (x1 - x0) - 25]
+    assert hole.size and hole.max() == 0, hole.max()
+
+
 # ---- properties ---------------------------------------------------------------------------------
 
 

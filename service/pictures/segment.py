@@ -83,6 +83,7 @@ _CROSSING = 8
 _SPECK = 0.2  # pieces whose longest side is under this are specks (dots, noise, pen taps)
 _TALL = 0.6  # pieces at least this tall are digits (or a digit's main stroke) on their own
 _SMALL_DIGIT = 0.35  # a lone short piece (or cluster) is a digit only when at least this tall
+_NEAR_STROKE = 2  # a digit's crop keeps faint ink this many pixels around its strokes, none farther
 _HAIRLINE = 0.05  # a piece narrower than this (times its height) is a leftover of a line, not a digit
 _BAR_GAP = 0.25  # a flat stroke this near a digit (columns apart) is part of it
 _STACKED = 0.5  # pieces sharing this share of the narrower one's columns are one digit (``_stacked``) ...
@@ -660,6 +661,10 @@ def _crop(group: _Group, x0: int, x1: int, parts: _Pieces,
     # bench.numbercorpus, whole-string: field seed 4 0.705 -> 0.72, plain seed 3 0.83 -> 0.845), but
     # never a pixel of another piece of ink (a neighbour's stroke reaching into the box, a speck).
     free = window[top:bottom, left:right] == 0
+    if _NEAR_STROKE:
+        # ... and only beside its strokes: farther out, faint ink is a grid line left in (squared paper
+        # shows through the crop as a lattice) or the paper's noise, not the digit.
+        free &= _grown(own, _NEAR_STROKE)
     digit = np.where(own | free, ink, 0).astype(np.uint8)
     # A margin of paper: the border is then certainly background for the normaliser, and the crop is
     # never exactly 28x28 (which the normaliser would take as an MNIST digit and use as is).
@@ -667,3 +672,10 @@ def _crop(group: _Group, x0: int, x1: int, parts: _Pieces,
     crop = np.pad(digit, margin)
     box = (x0 + left, group.y0 + top, x0 + right, group.y0 + bottom)
     return crop, box
+
+
+def _grown(mask: np.ndarray, reach: int) -> np.ndarray:
+    """``mask`` grown by ``reach`` pixels each way (a square max filter)."""
+    width = 2 * reach + 1
+    padded = np.pad(mask.view(np.uint8), reach)
+    return rank_filter(padded, width, np.maximum).astype(bool)
