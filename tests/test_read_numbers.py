@@ -465,6 +465,26 @@ def test_a_digits_crop_holds_no_faint_grid_away_from_its_strokes() -> None:
     assert hole.size and hole.max() == 0, hole.max()
 
 
+
+def test_a_three_whose_bows_are_apart_and_offset_is_one_digit() -> None:
+    """A 3 whose upper bow lost its joint to the lower one and sits to the right of it (sharing under
+    half of its columns), in "311": one above the other, the bows are one digit, not two."""
+    from PIL import ImageDraw
+
+    picture = Image.new("L", (520, 250), 255)
+    pen = ImageDraw.Draw(picture)
+    pen.arc([(115, 30), (195, 120)], start=-160, end=100, fill=0, width=8)  # the upper bow
+    pen.arc([(70, 124), (150, 214)], start=-90, end=170, fill=0, width=8)  # the lower bow, left of it
+    for x in (300, 420):
+        pen.line([(x, 30), (x - 8, 214)], fill=0, width=8)  # 1s
+    places = segment_number(np.asarray(picture))
+    assert len(places) == 3, [p.options[0][0].box for p in places]
+    three = places[0].options[0]
+    assert len(three) == 1
+    x0, y0, x1, y1 = three[0].box
+    assert y0 <= 34 and y1 >= 208 and x0 <= 76 and x1 >= 189, three[0].box
+
+
 # ---- properties ---------------------------------------------------------------------------------
 
 

@@ -86,6 +86,8 @@ _SMALL_DIGIT = 0.35  # a lone short piece (or cluster) is a digit only when at l
 _NEAR_STROKE = 2  # a digit's crop keeps faint ink this many pixels around its strokes, none farther
 _HAIRLINE = 0.05  # a piece narrower than this (times its height) is a leftover of a line, not a digit
 _BAR_GAP = 0.25  # a flat stroke this near a digit (columns apart) is part of it
+_ABOVE = 0.25  # pieces sharing at most this share of the shorter one's rows lie one above the other ...
+_STACKED_ABOVE = 0.25  # ... and are one digit when they share this share of the narrower one's columns
 _STACKED = 0.5  # pieces sharing this share of the narrower one's columns are one digit (``_stacked``) ...
 _STACKED_WIDTH = 1.0  # ... when together they are no wider than this (times the line, or the wider one)
 _WIDE = 1.2  # a piece wider than this (times its height) may be two touching digits
@@ -573,7 +575,11 @@ def _stacked(groups: list[_Group], line: float) -> list[_Group]:
                     break
                 shared = first.overlap(second)
                 width = max(first.x1, second.x1) - first.x0
-                if shared >= _STACKED * min(first.width, second.width) and (
+                # one clearly above the other (a 3's upper bow apart from its lower one) needs less
+                above = max(0, min(first.y1, second.y1) - max(first.y0, second.y0)) <= \
+                    _ABOVE * min(first.height, second.height)
+                enough = (_STACKED_ABOVE if above else _STACKED) * min(first.width, second.width)
+                if shared >= enough and (
                         width <= _STACKED_WIDTH * line or width <= _STACKED_WIDTH * max(first.width, second.width)):
                     first.absorb(second)
                     del groups[j]
