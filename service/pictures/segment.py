@@ -7,7 +7,9 @@ Two steps with a clean seam between them:
    coarse closing of the paper (a coarse opening beside it tells light ink from dark: a hand's shadow
    over most of the sheet fools the median), then a per-picture Otsu threshold with hysteresis, with
    straight lines across the whole picture (ruled or squared paper, the page's edge: ``ruled_lines``)
-   taken out of the faint mask first, except where a stroke crosses them. Anything that
+   taken out of the faint mask first, except where a stroke crosses them. Grainy ink (pencil: its
+   strokes fall into specks at the strong threshold) is thresholded on a 3x3 mean, with floors set
+   by the paper's own noise rather than a fixed contrast (``_thresholds``). Anything that
    returns an ``InkMap`` for a gray picture plugs in (``segment_number(gray, ink=...)``). Part A's
    ``photo.ink_map`` was tried here and lost (``python -m bench.numbercorpus --count 200 --score``,
    whole-string, seeds 1 / 3): as is, photo 0.81 / 0.81 -> 0.66 / 0.71 and plain 0.90 / 0.83 ->
@@ -16,14 +18,17 @@ Two steps with a clean seam between them:
    without the ruling removal, photo 0.78 / 0.78 and plain 0.88 / 0.79. Its closing window (15 % of the
    short side) is sized for one digit in a frame, not for a line of digits that fills it.
 2. ``segment_number``: connected components of the mask (``components.label_runs``), specks dropped, pieces
-   of one digit merged (a 5's detached bar, a 7's cross stroke), components far wider than a digit split
-   at the column-projection minimum (two touching digits), sorted left to right into ``Place``s. A
-   place wide enough to be two digits also carries other readings (cut at its emptiest columns).
+   of one digit merged (pieces stacked one over another: ``_stacked``; a 5's detached bar, a 7's cross
+   stroke, a flat bar beside its digit), hairlines (a line's leftovers) dropped, components far wider
+   than a digit split at the column-projection minimum (two touching digits), sorted left to right
+   into ``Place``s. A place wide enough to be two digits also carries other readings (cut at its
+   emptiest columns).
 3. The caller classifies ``candidates(places)`` in ONE batch and ``choose(places, confidence)`` picks
    each place's reading (``DataPlane.read``): the shapes propose, the classifier settles doubtful cuts.
 
 Each digit comes back as a light-on-black crop of the ink map holding only that digit's own pixels (a
-neighbour's stroke reaching into its box is left out), ready for MNIST normalisation
+neighbour's stroke reaching into its box is left out, and so is faint ink farther than ``_NEAR_STROKE``
+from its strokes: a faint grid), ready for MNIST normalisation
 (``normalise.batch_to_model_input``), and a box in the coordinates of the picture given.
 
 Boxes are in the pixels of the picture the user sent, upright: the decoder may hand over a reduced copy
@@ -138,6 +143,7 @@ def ink_map(gray: np.ndarray) -> InkMap:
     ink is how much darker than its own paper a pixel is, relative to that paper (so ink in a shadow
     counts as much as ink in the light). The threshold is Otsu's on that strength, never below
     ``_MIN_CONTRAST``; pixels above half of it join the mask only where they touch pixels above it.
+    Grainy ink has its own floors (``_thresholds``).
     """
     gray = np.asarray(gray, dtype=np.uint8)
     paper, light_ink = _paper(gray)
