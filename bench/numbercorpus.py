@@ -397,13 +397,14 @@ def _read(plane, data: bytes, timings: type) -> dict:
 def contact_sheet(misses: list[tuple[NumberPicture, dict]], path: Path, tile: tuple[int, int] = (560, 260)) -> None:
     """A PNG of the misses, two per row: each picture cropped around its number, with the boxes read
     (red, labelled) and a caption saying what it is and what was read. Written atomically."""
-    from PIL import ImageDraw
+    from PIL import ImageDraw, ImageOps
 
     width, height = tile
     rows = max(1, (len(misses) + 1) // 2)
     sheet = Image.new("RGB", (2 * width, rows * height), "white")
     for k, (sample, answer) in enumerate(misses):
-        picture = Image.open(io.BytesIO(sample.data)).convert("RGB")
+        # upright, as the boxes are (a field photo is stored sideways with an EXIF orientation)
+        picture = ImageOps.exif_transpose(Image.open(io.BytesIO(sample.data))).convert("RGB")
         boxes = [tuple(d["box"]) for d in answer["digits"]] + list(sample.boxes)
         margin = max(b[3] - b[1] for b in boxes) // 2
         region = (max(0, min(b[0] for b in boxes) - margin), max(0, min(b[1] for b in boxes) - margin),
