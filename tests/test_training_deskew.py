@@ -125,3 +125,12 @@ def test_cli_option_reaches_the_model_and_the_export_keeps_the_contract(digits, 
     path.write_bytes(proto.SerializeToString())
     weights = read_dense_weights(path)
     assert len(weights) == 6 and all(np.allclose(a, b) for a, b in zip(weights, model.get_weights(), strict=True))
+
+
+def test_training_jitter_moves_the_slant_only_while_training(digits):
+    layer = Deskew(jitter=0.15, seed=1)
+    upright = np.asarray(layer(digits[:200], training=False))
+    assert np.array_equal(upright, np.asarray(layer(digits[:200], training=False)))
+    jittered = np.asarray(layer(digits[:200], training=True))
+    moved = np.abs(slant(jittered) - slant(upright))
+    assert 0.02 < np.median(moved) < 0.15 and moved.max() < 0.2

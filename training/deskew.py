@@ -35,6 +35,10 @@ NAME = "deskew"  #: the Keras layer's name, and the prefix of every ONNX node an
 MIN_MASS = 1e-6  #: an empty picture divides by this instead of 0
 MIN_VARIANCE = 1e-3  #: a one-row picture (a dash) is not sheared by an enormous alpha
 MAX_SLANT = 1.0  #: at most 45 degrees: beyond that it is a rotated picture, not a slanted hand
+#: In training only, each picture's slant is off by up to this much (uniform): a model that has only
+#: seen perfectly upright digits misreads the ones whose slant the moments get wrong (a drawn open 4
+#: became a 1: 27 of 600 drawn digits vs 16 with the jitter; MNIST test 98.37 % -> 98.42 %).
+TRAINING_JITTER = 0.15
 
 
 def _centred() -> np.ndarray:
@@ -55,20 +59,25 @@ def _moment_matrix() -> np.ndarray:
 class Deskew(keras.layers.Layer):
     """[N, 784] -> [N, 784], no weights: the training-side twin of the graph ``prepend`` adds."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, jitter: float = 0.0, seed: int | None = None, **kwargs) -> None:
+        """``jitter``: training-time slant noise (``TRAINING_JITTER`` from ``build_model``); never exported."""
         kwargs.setdefault("name", NAME)
         super().__init__(**kwargs)
+        self.jitter = jitter
+        self.seed = keras.random.SeedGenerator(seed) if jitter else None
         self.moments = _moment_matrix()
         self.rows = _centred()
         self.columns = np.arange(SIDE, dtype=np.float32)
 
-    def call(self, x):
+    def call(self, x, training=False):
         m = ops.matmul(x, self.moments)
         mass = ops.maximum(m[:, 0:1], MIN_MASS)
         cx, cy = m[:, 1:2] / mass, m[:, 2:3] / mass
         mu11 = m[:, 3:4] / mass - cx * cy
         mu02 = ops.maximum(m[:, 4:5] / mass - cy * cy, MIN_VARIANCE)
         alpha = ops.clip(mu11 / mu02, -MAX_SLANT, MAX_SLANT)
+        if training and self.jitter:
+            alpha = alpha + keras.random.uniform(ops.shape(alpha), -self.jitter, self.jitter, seed=self.seed)
         shift = alpha * (self.rows[None, :] - cy)  # [N, rows]
         source = shift[:, :, None] + self.columns[None, None, :]  # [N, rows, columns]
         left = ops.floor(source)

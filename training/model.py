@@ -12,7 +12,7 @@ import keras
 
 from service.contract import FEATURES, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
 from training.config import TrainConfig
-from training.deskew import Deskew
+from training.deskew import TRAINING_JITTER, Deskew
 
 INPUT_DIM = FEATURES
 
@@ -56,7 +56,7 @@ def build_model(config: TrainConfig, steps_per_epoch: int = 1) -> keras.Model:
         regularizer = keras.regularizers.L1L2(l1=config.l1, l2=config.l2)
     layers: list[keras.layers.Layer] = [keras.Input(shape=(INPUT_DIM,), name=INPUT_NAME)]
     if config.deskew:  # no weights: a fixed function of the picture, exported in front of the Dense stack
-        layers.append(Deskew())
+        layers.append(Deskew(jitter=TRAINING_JITTER, seed=config.seed))
     for i, units in enumerate(config.hidden, start=1):
         layers.append(
             keras.layers.Dense(
