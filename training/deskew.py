@@ -96,31 +96,37 @@ def _constants() -> list[onnx.TensorProto]:
     def const(name: str, value) -> onnx.TensorProto:
         return numpy_helper.from_array(np.asarray(value), f"{NAME}/{name}")
 
-    coords = np.arange(SIDE, dtype=np.float32)
     return [
         const("moments", _moment_matrix()),
         const("min_mass", np.float32(MIN_MASS)),
         const("min_variance", np.float32(MIN_VARIANCE)),
         const("min_slant", np.float32(-MAX_SLANT)),
         const("max_slant", np.float32(MAX_SLANT)),
-        const("rows", _centred()[None, :]),
-        const("columns", coords[None, None, :]),
+        const("rows", _centred()[None, :, None]),  # [1, rows, 1]
+        const("columns", np.arange(_MARGIN, _MARGIN + SIDE, dtype=np.int64)[None, None, :]),
         const("picture_shape", np.array([-1, SIDE, SIDE], np.int64)),
         const("row_shape", np.array([-1, FEATURES], np.int64)),
-        const("pads", np.array([0, 0, 1, 0, 0, 1], np.int64)),
-        const("one", np.int64(1)),
-        const("first", np.int64(0)),
-        const("last", np.int64(SIDE + 1)),
+        const("pads", np.array([0, 0, _MARGIN, 0, 0, _MARGIN + 1], np.int64)),
+        const("next_start", np.array([1], np.int64)),
+        const("next_end", np.array([2 * _MARGIN + SIDE + 1], np.int64)),
         const("last_axis", np.array([2], np.int64)),
     ]
 
 
+#: Zero columns on each side of a padded row: a shift is at most MAX_SLANT * (SIDE - 1) columns, so every
+#: index ``x + floor(shift)`` lands inside without clipping (int64 Clip costs more than all the rest).
+_MARGIN = int(np.ceil(MAX_SLANT * (SIDE - 1))) + 1
+
+
 def _nodes(source: str, output: str) -> list[onnx.NodeProto]:
+    """The ONNX twin of ``Deskew.call``. The shift's whole and fractional parts are per row, so they are
+    computed on [N, rows, 1] and only the two gathers and the blend touch every pixel."""
+
     def n(op: str, inputs: list[str], outputs: list[str], **attrs) -> onnx.NodeProto:
         named = [f"{NAME}/{i}" for i in inputs]
         return helper.make_node(op, named, [f"{NAME}/{o}" for o in outputs], name=f"{NAME}/{outputs[0]}", **attrs)
 
-    nodes = [
+    return [
         helper.make_node("MatMul", [source, f"{NAME}/moments"], [f"{NAME}/m"], name=f"{NAME}/m"),
         n("Split", ["m"], ["mass_raw", "sum_x", "sum_y", "sum_xy", "sum_yy"], axis=1),
         n("Max", ["mass_raw", "min_mass"], ["mass"]),
@@ -134,32 +140,27 @@ def _nodes(source: str, output: str) -> list[onnx.NodeProto]:
         n("Sub", ["e_yy", "cy_cy"], ["mu02_raw"]),
         n("Max", ["mu02_raw", "min_variance"], ["mu02"]),
         n("Div", ["mu11", "mu02"], ["alpha_raw"]),
-        n("Clip", ["alpha_raw", "min_slant", "max_slant"], ["alpha"]),
-        n("Sub", ["rows", "cy"], ["dy"]),
-        n("Mul", ["alpha", "dy"], ["shift"]),
-        n("Unsqueeze", ["shift", "last_axis"], ["shift_3d"]),
-        n("Add", ["shift_3d", "columns"], ["source"]),
-        n("Floor", ["source"], ["left_float"]),
-        n("Sub", ["source", "left_float"], ["fraction"]),
-        n("Cast", ["left_float"], ["left"], to=TensorProto.INT64),
-        n("Add", ["left", "one"], ["left_padded"]),
-        n("Clip", ["left_padded", "first", "last"], ["index_a"]),
-        n("Add", ["left_padded", "one"], ["right_padded"]),
-        n("Clip", ["right_padded", "first", "last"], ["index_b"]),
+        n("Clip", ["alpha_raw", "min_slant", "max_slant"], ["alpha"]),  # [N, 1]
+        n("Unsqueeze", ["alpha", "last_axis"], ["alpha_3d"]),  # [N, 1, 1]
+        n("Unsqueeze", ["cy", "last_axis"], ["cy_3d"]),
+        n("Sub", ["rows", "cy_3d"], ["dy"]),  # [N, rows, 1]
+        n("Mul", ["alpha_3d", "dy"], ["shift"]),
+        n("Floor", ["shift"], ["whole_float"]),
+        n("Sub", ["shift", "whole_float"], ["fraction"]),
+        n("Cast", ["whole_float"], ["whole"], to=TensorProto.INT64),
+        n("Add", ["whole", "columns"], ["index"]),  # [N, rows, columns]
         helper.make_node(
             "Reshape", [source, f"{NAME}/picture_shape"], [f"{NAME}/picture"], name=f"{NAME}/picture"
         ),
         n("Pad", ["picture", "pads"], ["padded"]),
-        n("GatherElements", ["padded", "index_a"], ["a"], axis=2),
-        n("GatherElements", ["padded", "index_b"], ["b"], axis=2),
+        n("Slice", ["padded", "next_start", "next_end", "last_axis"], ["padded_next"]),
+        n("GatherElements", ["padded", "index"], ["a"], axis=2),
+        n("GatherElements", ["padded_next", "index"], ["b"], axis=2),
         n("Sub", ["b", "a"], ["b_minus_a"]),
         n("Mul", ["b_minus_a", "fraction"], ["step"]),
         n("Add", ["a", "step"], ["sheared"]),
+        helper.make_node("Reshape", [f"{NAME}/sheared", f"{NAME}/row_shape"], [output], name=f"{NAME}/output"),
     ]
-    nodes.append(
-        helper.make_node("Reshape", [f"{NAME}/sheared", f"{NAME}/row_shape"], [output], name=f"{NAME}/output")
-    )
-    return nodes
 
 
 def prepend(proto: onnx.ModelProto) -> onnx.ModelProto:
