@@ -28,10 +28,13 @@ from service.pictures.decode import decode_image, decode_picture
 SMALL_FRAMES = ((800, 600), (1024, 768), (1280, 960), (1600, 1200))
 MAX = 40_000_000
 
-# Measured on main before the photo pipeline (python -m bench.fieldaccuracy --clean 1000 --seed 1):
-# clean MNIST PNGs 98.2 %, user-style digits 98.7 %. The same pictures are regenerated here.
-CLEAN_BEFORE = 0.982
-USER_STYLE_BEFORE = 0.987
+# The yardstick is the model served before the deskewing one (98.03 % MNIST test), on 3,000 test digits
+# (seed 1), through today's pictures path: clean MNIST PNGs 2,942/3,000, user-style 2,936/3,000. (On the
+# 1,000 the floors used before, seed 1, the user-style figure moves by 5 digits between the two
+# models: too few pictures to tell a model from chance; the deskewing one reads 2,951 and 2,953.)
+PICKS = 3000
+CLEAN_BEFORE = 2942 / 3000
+USER_STYLE_BEFORE = 2936 / 3000
 
 pytestmark = pytest.mark.skipif(not MODEL.exists(), reason=f"no trained model at {MODEL}")
 
@@ -102,14 +105,14 @@ def test_drawn_strokes_photographed_as_well_as_clean(model) -> None:
 
 def test_clean_mnist_pngs_do_not_regress(mnist_test, model) -> None:
     images, labels = mnist_test
-    picks = np.random.default_rng(1).choice(len(images), 1000, replace=False)
+    picks = np.random.default_rng(1).choice(len(images), PICKS, replace=False)
     counts, _ = evaluate(model, clean_mnist_pngs(images, labels, picks))
     assert rate(counts, "overall") >= CLEAN_BEFORE, counts
 
 
 def test_user_style_digits_do_not_regress(mnist_test, model) -> None:
     images, labels = mnist_test
-    picks = np.random.default_rng(1).choice(len(images), 1000, replace=False)
+    picks = np.random.default_rng(1).choice(len(images), PICKS, replace=False)
     counts, _ = evaluate(model, user_style(images, labels, picks, seed=1))
     assert rate(counts, "overall") >= USER_STYLE_BEFORE, counts
 

@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from tests.training_helpers import PYTHON, ROOT, TINY, free_port, run_cli, tree_snapshot
+from tests.training_helpers import MNIST_DIR, PYTHON, ROOT, TINY, free_port, run_cli, tree_snapshot
 from training.cli import main
 from training.data import load_dataset, preprocess
 from training.export import CARD_KEY, ExportError, check_parity
@@ -153,3 +153,22 @@ def test_multi_worker_with_two_real_processes(tmp_path):
     assert "not the chief worker" in outputs[1][0]
     # 3000 images at a global batch of 2 workers x 32 = 64 -> 47 steps, the same on both workers.
     assert "47/47" in outputs[0][0] and "47/47" in outputs[1][0]
+
+
+def test_deskew_run_publishes_the_prefix_and_passes_parity(tmp_path):
+    """``--deskew`` through the real CLI: Keras trains with the layer, the export carries its ONNX twin,
+    and the parity gate (on every test image) accepted the pair."""
+    assert main(["train", *TINY, "--deskew", "--repository", str(tmp_path)]) == 0
+    version = tmp_path / "mnist" / "1"
+    card = json.loads((version / "model.json").read_bytes())
+    assert card["training"]["deskew"] is True and card["preprocessing"]["deskew_in_graph"] is True
+    assert card["parity"]["argmax_equal"] is True and card["parity"]["max_abs_diff"] <= 1e-5
+    model = onnx.load(version / "model.onnx")
+    ops = [node.op_type for node in model.graph.node]
+    assert "GatherElements" in ops and ops[-1] == "Softmax"
+    assert [i.name for i in model.graph.input] == ["input"]
+    dataset = load_dataset("mnist", MNIST_DIR).limit(None, 1000)
+    session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
+    (probabilities,) = session.run(None, {"input": preprocess(dataset.x_test)})
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == dataset.y_test))
+    assert accuracy == pytest.approx(card["metrics"]["test_accuracy"], abs=1e-4)

@@ -83,6 +83,9 @@ def model_card(
             "ink": "light on dark (0=background)",
             # MNIST digits are centred by centre of mass in a 28x28 box; Fashion-MNIST garments are not.
             "mnist_centering": digits,
+            # The graph shears each picture upright itself (training/deskew.py): clients send the
+            # same MNIST-normalised pictures either way and must not deskew them first.
+            "deskew_in_graph": bool(options.get("deskew")),
         },
         "training": {
             **options,

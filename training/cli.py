@@ -101,6 +101,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     model.add_argument("--l1", type=float, default=d.l1, help="L1 kernel regularization factor")
     model.add_argument("--l2", type=float, default=d.l2, help="L2 kernel regularization factor")
     model.add_argument("--dropout", type=_fraction, default=d.dropout, help="dropout after each hidden layer")
+    model.add_argument(
+        "--deskew",
+        action=argparse.BooleanOptionalAction,
+        default=d.deskew,
+        help="shear each digit upright (by its second moments) inside the model, before the Dense stack",
+    )
 
     fit = p.add_argument_group("optimisation")
     fit.add_argument(

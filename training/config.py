@@ -29,6 +29,7 @@ class TrainConfig:
     l1: float = 0.0
     l2: float = 0.0
     dropout: float = 0.0
+    deskew: bool = False  # shear each digit upright inside the model (training/deskew.py)
     epochs: int = 10
     batch_size: int = 32  # per replica; the global batch is this times the number of replicas
     validation_split: float = 0.0

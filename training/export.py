@@ -20,6 +20,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from service.contract import FEATURES, INPUT_NAME, OUTPUT_NAME
+from training.deskew import Deskew, prepend
 
 OPSET = 17
 MAX_ABS_DIFF = 1e-5
@@ -31,16 +32,28 @@ class ExportError(Exception):
 
 
 def to_onnx(model) -> onnx.ModelProto:
-    """Convert a Keras model taking [N, 784] float32 to ONNX with named input/output."""
+    """Convert a Keras model taking [N, 784] float32 to ONNX with named input/output.
+
+    A ``Deskew`` first layer is not traced: the Dense stack behind it is converted alone and
+    ``deskew.prepend`` puts its hand-written ONNX twin in front (the parity gate compares the whole).
+    """
     import tensorflow as tf
     import tf2onnx
 
+    layers = list(model.layers)
+    deskewed = bool(layers) and isinstance(layers[0], Deskew)
+    stack = layers[1:] if deskewed else None
+
     @tf.function(input_signature=(tf.TensorSpec((None, FEATURES), tf.float32, name=INPUT_NAME),))
     def serve(x: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {OUTPUT_NAME: model(x, training=False)}
+        if stack is None:
+            return {OUTPUT_NAME: model(x, training=False)}
+        for layer in stack:
+            x = layer(x, training=False)
+        return {OUTPUT_NAME: x}
 
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=OPSET)
-    return proto
+    return prepend(proto) if deskewed else proto
 
 
 def perturb(proto: onnx.ModelProto, amount: float) -> onnx.ModelProto:

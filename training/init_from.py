@@ -16,6 +16,7 @@ import onnx
 from onnx import numpy_helper
 
 from training.data import DatasetError
+from training.deskew import is_prefix_node
 
 
 def read_dense_weights(onnx_path: Path) -> list[np.ndarray]:
@@ -28,6 +29,8 @@ def read_dense_weights(onnx_path: Path) -> list[np.ndarray]:
     weights: list[np.ndarray] = []
     pending: dict[str, np.ndarray] = {}  # MatMul output -> its kernel, waiting for the bias Add
     for node in model.graph.node:
+        if is_prefix_node(node):  # the deskew in front of the stack has constants but no weights
+            continue
         if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in constants:
             pending[node.output[0]] = constants[node.input[1]]
         elif node.op_type == "Add" and len(node.input) == 2 and node.input[0] in pending:

@@ -12,6 +12,7 @@ import keras
 
 from service.contract import FEATURES, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
 from training.config import TrainConfig
+from training.deskew import TRAINING_JITTER, Deskew
 
 INPUT_DIM = FEATURES
 
@@ -49,11 +50,13 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
 
 
 def build_model(config: TrainConfig, steps_per_epoch: int = 1) -> keras.Model:
-    """784 -> hidden layers -> 10 softmax, compiled. ``steps_per_epoch`` only sizes LR schedules."""
+    """784 -> (deskew) -> hidden layers -> 10 softmax, compiled. ``steps_per_epoch`` only sizes LR schedules."""
     regularizer = None
     if config.l1 or config.l2:
         regularizer = keras.regularizers.L1L2(l1=config.l1, l2=config.l2)
     layers: list[keras.layers.Layer] = [keras.Input(shape=(INPUT_DIM,), name=INPUT_NAME)]
+    if config.deskew:  # no weights: a fixed function of the picture, exported in front of the Dense stack
+        layers.append(Deskew(jitter=TRAINING_JITTER, seed=config.seed))
     for i, units in enumerate(config.hidden, start=1):
         layers.append(
             keras.layers.Dense(
