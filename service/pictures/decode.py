@@ -446,10 +446,9 @@ def _colour_to_gray(pixels: np.ndarray, mode: str) -> np.ndarray:
     """
     height, width = pixels.shape[:2]
     image = Image.frombuffer(mode, (width, height), pixels, "raw", mode, 0, 1)
-    gray = image.convert("L")
     if mode == "RGB" or pixels[..., 3].min() == 255:
-        return np.asarray(gray)
-    return _paste_on_white(gray, image.getchannel("A"))
+        return np.asarray(image.convert("L"))
+    return _paste_on_white(image)
 
 
 def _has_alpha(image: Image.Image) -> bool:
@@ -465,17 +464,23 @@ def _composite_on_white(image: Image.Image) -> np.ndarray:
     """
     if image.mode not in ("LA", "RGBA"):
         image = image.convert("RGBA")
-    gray = image.convert("L")
-    alpha = image.getchannel("A")
-    if alpha.getextrema() == (255, 255):
-        return np.asarray(gray)
-    return _paste_on_white(gray, alpha)
+    if image.getchannel("A").getextrema() == (255, 255):
+        return np.asarray(image.convert("L"))
+    return _paste_on_white(image)
 
 
-def _paste_on_white(gray: Image.Image, alpha: Image.Image) -> np.ndarray:
-    """Pillow's masked paste of ``gray`` onto white: ``DIV255(L*a + 255*(255-a))``, rounded."""
-    page = Image.new("L", gray.size, 255)
-    page.paste(gray, (0, 0), alpha)
+def _paste_on_white(image: Image.Image) -> np.ndarray:
+    """Pillow's masked paste of an LA or RGBA ``image``, in gray, onto white: ``DIV255(L*a + 255*(255-a))``.
+
+    Only the box of the pixels that are not fully transparent is converted and blended: outside it the
+    page stays white (``DIV255(255*255)`` is 255), so a drawing on a transparent canvas pays for its
+    strokes' box, not for the whole canvas. Both decode paths call this, so they agree to the bit.
+    """
+    page = Image.new("L", image.size, 255)
+    box = image.getbbox()  # of the pixels whose alpha is not 0
+    if box is not None:
+        part = image.crop(box)
+        page.paste(part.convert("L"), box[:2], part)  # an LA or RGBA mask blends by its alpha
     return np.asarray(page)
 
 
