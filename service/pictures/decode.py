@@ -486,7 +486,7 @@ def _paste_on_white(image: Image.Image) -> np.ndarray:
     strokes' box, not for the whole canvas. Both decode paths call this, so they agree to the bit.
     """
     page = Image.new("L", image.size, 255)
-    box = image.getbbox()  # of the pixels whose alpha is not 0
+    box = image.getbbox(alpha_only=True)  # of the pixels whose alpha is not 0
     if box is not None:
         part = image.crop(box)
         page.paste(part.convert("L"), box[:2], part)  # an LA or RGBA mask blends by its alpha
