@@ -3,6 +3,9 @@
     python -m bench.pictures            # 12 MP phone JPEGs, 280x280 RGBA page drawings, 28x28 PNGs
     python -m bench.pictures --photos 4 --repeat 5
 
+Also the two picture payloads of ``bench/bench.py`` (its png280rgba and jpeg1600 scenarios, from
+``bench/payloads.py``), so their share of a request's CPU is measured without the HTTP path.
+
 One picture at a time in this process (as one worker handling one request): wall-clock median and p90,
 CPU time per picture, and the peak memory one 12 MP picture adds (max RSS growth, measured in a fresh
 child process so earlier allocations do not hide it), with DCT-scaled decoding and, for comparison,
@@ -24,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from bench.fieldcorpus import FieldCorpus, mnist_test_digits
+from bench.payloads import page_drawing, phone_photo
 from service.pictures.decode import decode_image
 from service.pictures.normalise import batch_to_model_input
 
@@ -89,6 +93,13 @@ def libjpeg_floor(data: bytes) -> np.ndarray:
     return np.asarray(image)
 
 
+def bench_photos(count: int) -> list[bytes]:
+    """1600x1200 phone-photo JPEGs as ``bench/bench.py``'s jpeg1600 scenario sends (its first, then
+    ``count - 1`` more digits and noise seeds)."""
+    images, _ = mnist_test_digits()
+    return [phone_photo(images[0])] + [phone_photo(images[i], seed=i) for i in range(1, count)]
+
+
 def mnist_pngs(count: int) -> list[bytes]:
     images, _ = mnist_test_digits()
     out = []
@@ -140,6 +151,8 @@ def main() -> None:
         "page_rgba_280": time_pictures(page_drawings(200), 5),
         "page_rgba_280_opaque": time_pictures(page_drawings(200, opaque=True), 5),
         "mnist_png_28": time_pictures(mnist_pngs(200), 5),
+        "bench_png280rgba": time_pictures([page_drawing()] * 200, 5),
+        "bench_jpeg1600": time_pictures(bench_photos(8), args.repeat),
     }
     tmp = "/tmp/bench-pictures-12mp.jpg"
     with open(tmp, "wb") as handle:

@@ -192,6 +192,14 @@ def test_a_12mp_jpeg_is_decoded_at_an_eighth() -> None:
     assert decode_image(data, max_pixels=MAX, min_side=None).shape == (4000, 3000)
 
 
+def test_a_camera_frame_is_decoded_to_the_photo_paths_size_and_a_smaller_jpeg_is_not() -> None:
+    photo = jpeg(1600, 1200, 1, seed=2)
+    assert decode_image(photo, max_pixels=MAX).shape == (150, 200)  # 1/8: what the photo path works on
+    assert decode_image(photo, max_pixels=MAX, min_side=360).shape == (600, 800)  # /read asks for more
+    # below a camera's frame the default keeps 300 px: half of 592 would be 296
+    assert decode_image(jpeg(600, 592, 1, seed=3), max_pixels=MAX).shape == (592, 600)
+
+
 SAMPLE_JPEGS = [jpeg(1200, 900, orientation, seed=orientation) for orientation in (1, 3, 6, 8)]
 
 

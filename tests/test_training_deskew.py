@@ -134,3 +134,22 @@ def test_training_jitter_moves_the_slant_only_while_training(digits):
     jittered = np.asarray(layer(digits[:200], training=True))
     moved = np.abs(slant(jittered) - slant(upright))
     assert 0.02 < np.median(moved) < 0.15 and moved.max() < 0.2
+
+
+def test_fine_tuning_keeps_the_published_versions_deskew():
+    """``--init-from`` a deskewing version trains a deskewing model unless told otherwise; the opposite
+    flag is refused (its weights only make sense behind the same input transform)."""
+    from tests.training_helpers import ROOT
+    from training.data import DatasetError
+    from training.init_from import with_source_deskew
+
+    digits_model = ROOT / "models" / "mnist" / "1" / "model.onnx"
+    fashion_model = ROOT / "models" / "fashion-mnist" / "1" / "model.onnx"
+    assert with_source_deskew(TrainConfig(), digits_model, given=None).deskew is True
+    assert with_source_deskew(TrainConfig(), fashion_model, given=None).deskew is False
+    assert with_source_deskew(TrainConfig(deskew=True), digits_model, given=True).deskew is True
+    with pytest.raises(DatasetError, match="use --deskew"):
+        with_source_deskew(TrainConfig(), digits_model, given=False)
+    with pytest.raises(DatasetError, match="use --no-deskew"):
+        with_source_deskew(TrainConfig(deskew=True), fashion_model, given=True)
+    assert config_from_args(build_parser().parse_args(["train"])).deskew is False

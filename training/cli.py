@@ -104,8 +104,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--deskew",
         action=argparse.BooleanOptionalAction,
-        default=d.deskew,
-        help="shear each digit upright (by its second moments) inside the model, before the Dense stack",
+        default=None,
+        help="shear each digit upright (by its second moments) inside the model, before the Dense stack "
+        "(default: off, or as the --init-from version was trained)",
     )
 
     fit = p.add_argument_group("optimisation")
@@ -193,6 +194,8 @@ def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     names = TrainConfig.__dataclass_fields__
     values = {key: value for key, value in vars(args).items() if key in names}
+    if values.get("deskew") is None:  # not given: resolved from --init-from in _train, else off
+        values.pop("deskew", None)
     if "extra_data" in values:
         values["extra_data"] = tuple(values["extra_data"])
     return TrainConfig(**values)
@@ -300,9 +303,10 @@ def _train(args: argparse.Namespace, command: str) -> int:
     extra = _read_extra(config, dataset.labels, mode)
     init_weights = None
     if config.init_from:
-        from training.init_from import check_shapes, read_dense_weights, version_onnx
+        from training.init_from import check_shapes, read_dense_weights, version_onnx, with_source_deskew
 
         onnx_path = version_onnx(config.init_from)
+        config = with_source_deskew(config, onnx_path, given=args.deskew)
         init_weights = read_dense_weights(onnx_path)
         check_shapes(init_weights, _expected_shapes(config.hidden), Path(config.init_from))
         print(f"starting from the weights of {onnx_path}")

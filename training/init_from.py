@@ -9,12 +9,14 @@ that order rather than trusting initializer names or shapes (two layers can have
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from training.config import TrainConfig
 from training.data import DatasetError
 from training.deskew import is_prefix_node
 
@@ -59,3 +61,25 @@ def check_shapes(weights: list[np.ndarray], expected: list[tuple[int, ...]], sou
             f"--init-from {source}: its layers are {found}, this run builds {expected}; "
             f"use --hidden {hidden} (and no --dropout changes to layer sizes)"
         )
+
+
+def has_deskew(onnx_path: Path) -> bool:
+    """Whether the published graph shears its input upright first (``training/deskew.py``)."""
+    return any(is_prefix_node(node) for node in onnx.load(str(onnx_path)).graph.node)
+
+
+def with_source_deskew(config: TrainConfig, onnx_path: Path, *, given: bool | None) -> TrainConfig:
+    """Fine-tuning keeps the version's input transform: its weights only make sense behind it.
+
+    Not given: follow the version. Given and different: refuse, naming the flag that matches.
+    """
+    source = has_deskew(onnx_path)
+    if given is None:
+        return dataclasses.replace(config, deskew=source)
+    if given != source:
+        flag = "--deskew" if source else "--no-deskew"
+        raise DatasetError(
+            f"--init-from {onnx_path.parent}: its weights were trained {'with' if source else 'without'} "
+            f"the deskew in front of them; use {flag} (or leave it out)"
+        )
+    return config

@@ -89,10 +89,17 @@ _JPEG_NO_LENGTH = frozenset((0x01, *range(0xD0, 0xD9)))  # TEM, RSTn, SOI, EOI: 
 
 #: Big JPEGs (phone photos) are decoded straight to a reduced size with libjpeg's DCT scaling (1/2, 1/4
 #: or 1/8) as long as the short side stays at least this long: a digit is at least a tenth of the short
-#: side, so it still spans 30+ pixels, more than the photo path's working copy keeps (~190 px short
-#: side, ``photo.WORK_SIDE``) and plenty for a 20-pixel box; a 12 MP photo costs ~190k pixels of memory
-#: instead of 12M (36 MB as RGB), and a 1600x1200 one is decoded at 1/4 (400x300) instead of 1/2.
+#: side, so it still spans 30+ pixels, plenty for a 20-pixel box; a 12 MP photo costs ~190k pixels of
+#: memory instead of 12M (36 MB as RGB).
 DECODE_MIN_SIDE = 300
+#: A camera's frame (short side from this many pixels) may go further, down to ``CAMERA_MIN_SIDE``: the
+#: photo path works on a copy whose short side is ~190 px (``photo.WORK_SIDE``; it box-reduces anything
+#: from 282 px up), so decoding to 150-281 px hands it that copy directly, and libjpeg's smaller inverse
+#: DCT costs less than the larger one plus the reduce. A 1600x1200 photo is decoded at 1/8 (200x150,
+#: the size its 1/4 decode was reduced to). Smaller pictures keep ``DECODE_MIN_SIDE``: a 592-px JPEG of
+#: a small drawn digit on white read wrong at half size (``bench.fieldaccuracy`` user-style, seed 1).
+CAMERA_SHORT_SIDE = 1000
+CAMERA_MIN_SIDE = 150
 _DCT_SCALES = (8, 4, 2)  # libjpeg can scale by 1/8, 1/4, 1/2 while decoding (Image.draft)
 
 _EXIF_ORIENTATION = 0x0112
@@ -355,6 +362,8 @@ def _draft(image: Image.Image, min_side: int | None) -> None:
     width, height = image.size
     scale = 1
     if min_side is not None:
+        if min_side == DECODE_MIN_SIDE and min(width, height) >= CAMERA_SHORT_SIDE:
+            min_side = CAMERA_MIN_SIDE  # the default, for a camera's frame (see CAMERA_MIN_SIDE)
         scale = next((s for s in _DCT_SCALES if min(width, height) // s >= min_side), 1)
     image.draft("L" if image.mode in ("RGB", "YCbCr") else None, (max(1, width // scale), max(1, height // scale)))
 
@@ -446,10 +455,9 @@ def _colour_to_gray(pixels: np.ndarray, mode: str) -> np.ndarray:
     """
     height, width = pixels.shape[:2]
     image = Image.frombuffer(mode, (width, height), pixels, "raw", mode, 0, 1)
-    gray = image.convert("L")
     if mode == "RGB" or pixels[..., 3].min() == 255:
-        return np.asarray(gray)
-    return _paste_on_white(gray, image.getchannel("A"))
+        return np.asarray(image.convert("L"))
+    return _paste_on_white(image)
 
 
 def _has_alpha(image: Image.Image) -> bool:
@@ -465,17 +473,23 @@ def _composite_on_white(image: Image.Image) -> np.ndarray:
     """
     if image.mode not in ("LA", "RGBA"):
         image = image.convert("RGBA")
-    gray = image.convert("L")
-    alpha = image.getchannel("A")
-    if alpha.getextrema() == (255, 255):
-        return np.asarray(gray)
-    return _paste_on_white(gray, alpha)
+    if image.getchannel("A").getextrema() == (255, 255):
+        return np.asarray(image.convert("L"))
+    return _paste_on_white(image)
 
 
-def _paste_on_white(gray: Image.Image, alpha: Image.Image) -> np.ndarray:
-    """Pillow's masked paste of ``gray`` onto white: ``DIV255(L*a + 255*(255-a))``, rounded."""
-    page = Image.new("L", gray.size, 255)
-    page.paste(gray, (0, 0), alpha)
+def _paste_on_white(image: Image.Image) -> np.ndarray:
+    """Pillow's masked paste of an LA or RGBA ``image``, in gray, onto white: ``DIV255(L*a + 255*(255-a))``.
+
+    Only the box of the pixels that are not fully transparent is converted and blended: outside it the
+    page stays white (``DIV255(255*255)`` is 255), so a drawing on a transparent canvas pays for its
+    strokes' box, not for the whole canvas. Both decode paths call this, so they agree to the bit.
+    """
+    page = Image.new("L", image.size, 255)
+    box = image.getbbox(alpha_only=True)  # of the pixels whose alpha is not 0
+    if box is not None:
+        part = image.crop(box)
+        page.paste(part.convert("L"), box[:2], part)  # an LA or RGBA mask blends by its alpha
     return np.asarray(page)
 
 
