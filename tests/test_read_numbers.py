@@ -391,6 +391,14 @@ def test_a_grainy_pencil_number_reads_one_place_per_digit() -> None:
         assert left <= x0 and x1 <= right and y0 <= 70 and y1 >= 190, place.options[0][0].box
 
 
+
+def joined_box(picture: Image.Image, place: int) -> tuple[int, int, int, int]:
+    """The box of the one piece that place ``place`` of a three-digit picture was put together into."""
+    places = segment_number(np.asarray(picture))
+    assert len(places) == 3, [p.options[0][0].box for p in places]
+    (piece,) = places[place].options[0]
+    return piece.box
+
 def test_a_digit_broken_into_stacked_pieces_is_one_digit() -> None:
     """An 8 written as two loops that do not touch (or a stroke broken where a faint joint was lost),
     between a 1 and a 0: pieces one above the other are one digit, since the digits of a number sit side
@@ -403,12 +411,8 @@ def test_a_digit_broken_into_stacked_pieces_is_one_digit() -> None:
     pen.ellipse([(222, 40), (298, 112)], outline=0, width=8)  # the 8's upper loop
     pen.ellipse([(214, 124), (306, 200)], outline=0, width=8)  # ... and its lower one, apart from it
     pen.ellipse([(380, 40), (460, 200)], outline=0, width=8)  # a 0
-    places = segment_number(np.asarray(picture))
-    assert len(places) == 3, [p.options[0][0].box for p in places]
-    eight = places[1].options[0]
-    assert len(eight) == 1
-    x0, y0, x1, y1 = eight[0].box
-    assert y0 <= 42 and y1 >= 198 and x0 <= 216 and x1 >= 304, eight[0].box
+    x0, y0, x1, y1 = box = joined_box(picture, 1)
+    assert y0 <= 42 and y1 >= 198 and x0 <= 216 and x1 >= 304, box
 
 
 def test_a_fives_bar_drawn_off_to_the_right_joins_its_five() -> None:
@@ -480,12 +484,8 @@ def test_a_three_whose_bows_are_apart_and_offset_is_one_digit() -> None:
     pen.arc([(70, 124), (150, 214)], start=-90, end=170, fill=0, width=8)  # the lower bow, left of it
     for x in (300, 420):
         pen.line([(x, 30), (x - 8, 214)], fill=0, width=8)  # 1s
-    places = segment_number(np.asarray(picture))
-    assert len(places) == 3, [p.options[0][0].box for p in places]
-    three = places[0].options[0]
-    assert len(three) == 1
-    x0, y0, x1, y1 = three[0].box
-    assert y0 <= 34 and y1 >= 208 and x0 <= 76 and x1 >= 189, three[0].box
+    x0, y0, x1, y1 = box = joined_box(picture, 0)
+    assert y0 <= 34 and y1 >= 208 and x0 <= 76 and x1 >= 189, box
 
 
 # ---- properties ---------------------------------------------------------------------------------
