@@ -153,3 +153,15 @@ def test_fine_tuning_keeps_the_published_versions_deskew():
     with pytest.raises(DatasetError, match="use --no-deskew"):
         with_source_deskew(TrainConfig(deskew=True), fashion_model, given=True)
     assert config_from_args(build_parser().parse_args(["train"])).deskew is False
+
+
+def test_a_corrupt_init_from_model_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    """The deskew check reads the version's file first: it must refuse a bad one as the weight reader does."""
+    from training.cli import main
+
+    (tmp_path / "model.onnx").write_bytes(b"not an onnx model")
+    argv = ["train", "--data", str(MNIST_DIR), "--init-from", str(tmp_path), "--repository", str(tmp_path / "r")]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "cannot read the ONNX model" in captured.out + captured.err
+    assert not (tmp_path / "r").exists()

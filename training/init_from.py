@@ -21,12 +21,16 @@ from training.data import DatasetError
 from training.deskew import is_prefix_node
 
 
-def read_dense_weights(onnx_path: Path) -> list[np.ndarray]:
-    """[kernel_1, bias_1, kernel_2, bias_2, ...] in layer order, as Keras' ``get_weights`` lists them."""
+def _load(onnx_path: Path) -> onnx.ModelProto:
     try:
-        model = onnx.load(str(onnx_path))
+        return onnx.load(str(onnx_path))
     except Exception as exc:  # onnx raises several types on a bad file; all mean "not a model we can read"
         raise DatasetError(f"{onnx_path}: cannot read the ONNX model ({type(exc).__name__})") from exc
+
+
+def read_dense_weights(onnx_path: Path) -> list[np.ndarray]:
+    """[kernel_1, bias_1, kernel_2, bias_2, ...] in layer order, as Keras' ``get_weights`` lists them."""
+    model = _load(onnx_path)
     constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     weights: list[np.ndarray] = []
     pending: dict[str, np.ndarray] = {}  # MatMul output -> its kernel, waiting for the bias Add
@@ -65,7 +69,7 @@ def check_shapes(weights: list[np.ndarray], expected: list[tuple[int, ...]], sou
 
 def has_deskew(onnx_path: Path) -> bool:
     """Whether the published graph shears its input upright first (``training/deskew.py``)."""
-    return any(is_prefix_node(node) for node in onnx.load(str(onnx_path)).graph.node)
+    return any(is_prefix_node(node) for node in _load(onnx_path).graph.node)
 
 
 def with_source_deskew(config: TrainConfig, onnx_path: Path, *, given: bool | None) -> TrainConfig:
