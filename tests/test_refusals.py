@@ -11,10 +11,12 @@ instead of the app, against a real gunicorn.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -47,15 +49,13 @@ def status_of(data: bytes) -> int:
 
 
 @contextlib.contextmanager
-def sending(sock: socket.socket, total: int):
-    """Keep sending body bytes (up to ``total``) from a thread, as an HTTP client that writes its
-    whole body before reading does; stops when the server closes or resets."""
+def sending(sock: socket.socket, pieces: Iterable[bytes]):
+    """Keep sending ``pieces`` from a thread, as an HTTP client that writes its whole body before
+    reading does; stops when the server closes or resets."""
     def run() -> None:
-        piece = b"\0" * 65536
-        sent = 0
         with contextlib.suppress(OSError):
-            while sent < total:
-                sent += sock.send(piece)
+            for piece in pieces:
+                sock.sendall(piece)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -63,6 +63,11 @@ def sending(sock: socket.socket, total: int):
         yield
     finally:
         thread.join(20)
+
+
+def zeros(total: int, piece: int = 65536) -> Iterable[bytes]:
+    """``total`` zero bytes (rounded up to a whole piece) in pieces of ``piece``."""
+    return itertools.repeat(b"\0" * piece, -(-total // piece))
 
 
 def scrape(server: GunicornServer) -> list[tuple[str, dict, float]]:
@@ -143,7 +148,7 @@ def test_a_refused_client_still_sending_its_body_reads_the_answer(worker_class):
             for _ in range(5):
                 with socket.create_connection(("127.0.0.1", server.port)) as sock:
                     sock.sendall(head(server.port, length))
-                    with sending(sock, length):
+                    with sending(sock, zeros(length)):
                         data = answer(sock)
                 assert status_of(data) == 413, data[:300]
                 assert setting.encode() in data
@@ -159,25 +164,10 @@ def test_a_chunked_body_over_the_limit_still_being_sent_gets_its_413(worker_clas
                 sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                              b"Transfer-Encoding: chunked\r\n\r\n")
                 chunk = b"10000\r\n" + b"\0" * 0x10000 + b"\r\n"  # 64 KiB chunks, 16 MiB in all
-                with sending_chunks(sock, chunk, 256):
+                with sending(sock, itertools.repeat(chunk, 256)):
                     data = answer(sock)
             assert status_of(data) == 413, data[:300]
             assert b"MAX_CONTENT_LENGTH" in data
-
-
-@contextlib.contextmanager
-def sending_chunks(sock: socket.socket, chunk: bytes, count: int):
-    def run() -> None:
-        with contextlib.suppress(OSError):
-            for _ in range(count):
-                sock.sendall(chunk)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        thread.join(20)
 
 
 def test_a_client_refused_with_503_while_sending_its_body_reads_the_answer():
@@ -191,7 +181,7 @@ def test_a_client_refused_with_503_while_sending_its_body_reads_the_answer():
         for _ in range(5):
             with socket.create_connection(("127.0.0.1", server.port)) as sock:
                 sock.sendall(head(server.port, MIB))  # 1.5 + 1 MiB do not fit in 1.75
-                with sending(sock, MIB):
+                with sending(sock, zeros(MIB)):
                     data = answer(sock)
             assert status_of(data) == 503, data[:300]
             assert b"Retry-After: 1" in data and b"WORKER_BODY_BYTES" in data
