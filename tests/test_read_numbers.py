@@ -281,35 +281,33 @@ def boxes_on_their_digits(samples: list[NumberPicture], answers: list[dict]) -> 
     return sum(overlap(box, truth) > 0.5 for box, truth in pairs) / len(pairs)
 
 
+def read_at_least(plane, samples: list, style: str, whole_string: float, per_digit: float, *,
+                  boxes: float) -> list[dict]:
+    """Read every sample; the whole-string and per-digit floors, and the share of boxes on their digits."""
+    answers = read_all(plane, samples)
+    figures = score(samples, answers)
+    on_their_digits = boxes_on_their_digits(samples, answers)
+    print(style, figures, "boxes", on_their_digits)
+    assert figures["whole_string"] >= whole_string, figures
+    assert figures["per_digit"] >= per_digit, figures
+    assert on_their_digits >= boxes
+    return answers
+
+
 def test_plain_numbers_accuracy(plane, plain) -> None:
-    answers = read_all(plane, plain)
-    figures = score(plain, answers)
-    print("plain", figures, "boxes", boxes_on_their_digits(plain, answers))
-    assert figures["whole_string"] >= PLAIN_WHOLE_STRING, figures
-    assert figures["per_digit"] >= PLAIN_PER_DIGIT, figures
-    assert boxes_on_their_digits(plain, answers) >= 0.97
+    read_at_least(plane, plain, "plain", PLAIN_WHOLE_STRING, PLAIN_PER_DIGIT, boxes=0.97)
 
 
 def test_photographed_numbers_accuracy(plane, photos) -> None:
     """Frames up to 1600 px wide: the reader works on a reduced copy and scales the boxes back."""
-    answers = read_all(plane, photos)
-    figures = score(photos, answers)
-    print("photo", figures, "boxes", boxes_on_their_digits(photos, answers))
-    assert figures["whole_string"] >= PHOTO_WHOLE_STRING, figures
-    assert figures["per_digit"] >= PHOTO_PER_DIGIT, figures
-    assert boxes_on_their_digits(photos, answers) >= 0.95
+    read_at_least(plane, photos, "photo", PHOTO_WHOLE_STRING, PHOTO_PER_DIGIT, boxes=0.95)
 
 
 def test_field_numbers_accuracy(plane, field) -> None:
     """Numbers on sheets made with the photo corpus's effects: ruled and squared paper, pencil and
     marker, shadows, specks, the page's edge, stored sideways with an EXIF orientation (boxes are in
     the upright picture's pixels)."""
-    answers = read_all(plane, field)
-    figures = score(field, answers)
-    print("field", figures, "boxes", boxes_on_their_digits(field, answers))
-    assert figures["whole_string"] >= FIELD_WHOLE_STRING, figures
-    assert figures["per_digit"] >= FIELD_PER_DIGIT, figures
-    assert boxes_on_their_digits(field, answers) >= 0.95
+    answers = read_at_least(plane, field, "field", FIELD_WHOLE_STRING, FIELD_PER_DIGIT, boxes=0.95)
     ruled = [k for k, sample in enumerate(field) if sample.conditions["ruling"] != "plain"]
     sideways = [k for k, sample in enumerate(field) if sample.conditions["orientation"] != 1]
     for chosen, floor in ((ruled, FIELD_RULED_WHOLE_STRING), (sideways, FIELD_SIDEWAYS_WHOLE_STRING)):
