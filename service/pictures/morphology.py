@@ -4,13 +4,14 @@ Both estimate the paper under a picture on a coarse copy of it: a closing (max, 
 dark strokes thinner than its window and keeps gradients, vignettes and shadows, an opening does the same
 for light strokes, and which of the two erased more tells dark ink from light. The two estimates differ
 in their copies, margins and windows; the filter and the measure of what it erased are written once here.
+Both also remove ruled lines and put back the line pixels a stroke crosses (``under_strokes``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["rank_filter", "strongest"]
+__all__ = ["rank_filter", "strongest", "under_strokes"]
 
 
 def rank_filter(image: np.ndarray, width: int, pick: np.ufunc) -> np.ndarray:
@@ -37,3 +38,16 @@ def strongest(residual: np.ndarray, one_in: int) -> int:
     flat = residual.ravel()
     count = max(4, flat.size // one_in)
     return int(np.partition(flat, flat.size - count)[-count:].sum()) if flat.size > count else int(flat.sum())
+
+
+def under_strokes(lines: np.ndarray, ink: np.ndarray, reach: int) -> np.ndarray:
+    """The ``lines`` pixels with ``ink`` within ``reach`` pixels on both sides of them, above and below
+    (left and right, for an upright line): where a stroke crosses a removed line, so it stays whole."""
+    above, below = np.zeros_like(ink), np.zeros_like(ink)
+    left, right = np.zeros_like(ink), np.zeros_like(ink)
+    for step in range(1, reach + 1):
+        above[step:] |= ink[:-step]
+        below[:-step] |= ink[step:]
+        left[:, step:] |= ink[:, :-step]
+        right[:, :-step] |= ink[:, step:]
+    return lines & ((above & below) | (left & right))

@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from .components import Components, label_runs
-from .morphology import rank_filter, strongest
+from .morphology import rank_filter, strongest, under_strokes
 
 __all__ = [
     "WORK_SIDE",
@@ -337,17 +337,7 @@ def _ruling(ink: np.ndarray) -> np.ndarray:
 
 def crossings(lines: np.ndarray, digit: np.ndarray) -> np.ndarray:
     """Line pixels where the digit's stroke crosses a removed line: digit ink on both sides of it."""
-    reach = 4
-    above = np.zeros_like(digit)
-    below = np.zeros_like(digit)
-    left = np.zeros_like(digit)
-    right = np.zeros_like(digit)
-    for step in range(1, reach + 1):
-        above[step:] |= digit[:-step]
-        below[:-step] |= digit[step:]
-        left[:, step:] |= digit[:, :-step]
-        right[:, :-step] |= digit[:, step:]
-    return lines & ((above & below) | (left & right))
+    return under_strokes(lines, digit, reach=4)
 
 
 def _strip_counts(faint: np.ndarray) -> np.ndarray:

@@ -49,7 +49,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from .components import label_runs
-from .morphology import rank_filter, strongest
+from .morphology import rank_filter, strongest, under_strokes
 
 __all__ = ["READ_MIN_SIDE", "WORK_MAX_SIDE", "Digit", "InkMap", "Place", "TooManyPieces", "candidates", "choose",
            "ink_map", "ruled_lines", "segment_number"]
@@ -178,7 +178,7 @@ def ink_map(gray: np.ndarray) -> InkMap:
     lines = ruled_lines(weak)
     # ... unless they are all the ink there is: then they are the strokes (a tight crop of "111").
     if lines.any() and (strong & ~lines).any():
-        weak &= ~lines | _crossed(weak & ~lines, lines)
+        weak &= ~lines | under_strokes(lines, weak & ~lines, _CROSSING)
         strong &= weak
         strength = np.where(lines & ~weak, np.uint8(0), strength)  # no line in a digit's crop either
         if not strong.any():
@@ -278,21 +278,6 @@ def _long(reach: np.ndarray, alone_only: bool = False) -> np.ndarray:
     if len(edges) == 2 and reach[edges[0]:edges[1]].max() < _LINE_ALONE:
         flagged[:] = False
     return flagged
-
-
-def _crossed(ink: np.ndarray, lines: np.ndarray) -> np.ndarray:
-    """Line pixels under a digit's stroke: ink (off the lines) within ``_CROSSING`` pixels above and
-    below them (left and right, for a vertical line), so a stroke crossing a line stays whole."""
-    near_above = np.zeros_like(ink)
-    near_below = np.zeros_like(ink)
-    near_left = np.zeros_like(ink)
-    near_right = np.zeros_like(ink)
-    for k in range(1, _CROSSING + 1):
-        near_above[k:] |= ink[:-k]
-        near_below[:-k] |= ink[k:]
-        near_left[:, k:] |= ink[:, :-k]
-        near_right[:, :-k] |= ink[:, k:]
-    return lines & ((near_above & near_below) | (near_left & near_right))
 
 
 def _paper(gray: np.ndarray) -> tuple[np.ndarray, bool]:
