@@ -179,9 +179,31 @@ def test_dct_scaled_decoding_matches_a_full_decode(width, height, orientation, m
     assert min(picture.gray.shape) >= min(min_side or 1, min(full.shape))
     if min_side is None:
         assert picture.gray.shape == full.shape
-    # the same picture, smaller: compare with the full decode box-reduced to the same size
-    reduced = np.asarray(Image.fromarray(full).resize(picture.gray.shape[::-1], Image.Resampling.BOX))
-    assert np.abs(reduced.astype(int) - picture.gray.astype(int)).mean() < 8
+    # the same picture, smaller: compare with the full decode averaged over libjpeg's own blocks
+    reduced = block_means(data, scales[0])
+    assert reduced.shape == picture.gray.shape
+    assert np.abs(reduced - picture.gray.astype(float)).mean() < 2  # measured: at most 0.26 on 158 pictures
+
+
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+
+
+def block_means(data: bytes, scale: int) -> np.ndarray:
+    """What a 1/``scale`` DCT-scaled decode approximates: the full decode's mean over each ``scale``-pixel
+    block of the *stored* picture (the last blocks padded by repeating the edge, as JPEG does), then
+    turned upright. A plain resize of the upright picture samples other pixels: on a 9x9 picture
+    decoded at 1/8, its 2x2 differed by 30 grey levels in the corner holding a one-pixel-wide block."""
+    stored = Image.open(io.BytesIO(data))
+    orientation = stored.getexif().get(0x0112, 1)
+    full = np.asarray(stored.convert("L"), dtype=float)
+    rows, cols = -(-full.shape[0] // scale) * scale, -(-full.shape[1] // scale) * scale
+    padded = np.pad(full, ((0, rows - full.shape[0]), (0, cols - full.shape[1])), mode="edge")
+    means = padded.reshape(rows // scale, scale, cols // scale, scale).mean(axis=(1, 3))
+    if orientation in _UPRIGHT:
+        means = np.asarray(Image.fromarray(means.astype(np.float32), "F").transpose(_UPRIGHT[orientation]))
+    return means
 
 
 def test_a_12mp_jpeg_is_decoded_at_an_eighth() -> None:
