@@ -147,5 +147,7 @@ def label_runs(mask: np.ndarray) -> Components:
             if np.array_equal(jumped, labels):
                 break
             labels = jumped
-    roots, dense = np.unique(labels, return_inverse=True)
-    return Components((height, width), rows, starts, stops, dense.reshape(-1), int(roots.size))
+    # number the roots 0..n-1 in their order (what np.unique's inverse gives, without its sort)
+    roots = labels == np.arange(count)
+    dense = (np.cumsum(roots) - 1)[labels]
+    return Components((height, width), rows, starts, stops, dense, int(np.count_nonzero(roots)))

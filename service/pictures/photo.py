@@ -105,8 +105,9 @@ def _ink_map(gray: np.ndarray) -> tuple[np.ndarray, Components, np.ndarray, floa
     """
     work = working_copy(gray)
     ink, below = _flatten(work)
-    weak, low = _weak(ink, below)
-    lines = _ruling(ink) if weak.any() else np.zeros_like(weak)
+    spread = _Spread.of(ink, 255.0)  # one sample of the ink serves both thresholds (weak ink, faint lines)
+    weak, low = _weak(ink, below, spread)
+    lines = _ruling(ink, spread) if weak.any() else np.zeros_like(weak)
     weak &= ~lines
     return ink, _strongly_held(weak, ink, low), lines, work.shape[1] / gray.shape[1]
 
@@ -263,13 +264,13 @@ def ink_mask(ink: np.ndarray, paper: np.ndarray | None = None) -> tuple[np.ndarr
     return components.mask(np.ones(components.count, bool)), ink >= _strong_level(low)
 
 
-def _weak(ink: np.ndarray, below: np.ndarray | None) -> tuple[np.ndarray, int]:
+def _weak(ink: np.ndarray, below: np.ndarray | None, spread: _Spread | None = None) -> tuple[np.ndarray, int]:
     """The weak ink pixels and their threshold (of 255), given the grey levels below the paper
-    (``_flatten``'s second result) when known."""
-    low = _noise_floor(ink, 4.5, _MIN_LOW)
+    (``_flatten``'s second result) when known, and the ink's ``_Spread`` when already measured."""
+    low = (spread or _Spread.of(ink, 255.0)).floor(4.5, _MIN_LOW)
     weak = ink >= np.float32((low - 0.5) / 255)
     if below is not None:
-        weak &= below >= np.float32(_noise_floor(below, 4.5, 6, scale=1.0) - 0.5)
+        weak &= below >= np.float32(_Spread.of(below, 1.0).floor(4.5, 6) - 0.5)
     return weak, low
 
 
@@ -284,19 +285,48 @@ def _strongly_held(weak: np.ndarray, ink: np.ndarray, low: int) -> Components:
     components = label_runs(weak)
     if components.count == 0:
         return components
-    strong = ink >= _strong_level(low)
-    has_strong = np.bincount(components.label, weights=components.run_sums(strong), minlength=components.count)
-    return components.subset(has_strong > 0)
+    # the components of the strong weak pixels (a strong pixel on a removed line is not in ``weak``),
+    # found per pixel by a binary search in the runs: a few hundred strong pixels, not every weak one
+    held = np.flatnonzero((ink >= _strong_level(low)) & weak)
+    width = weak.shape[1]
+    holding = components.label_at(held // width, held % width)
+    return components.subset(np.bincount(holding, minlength=components.count) > 0)
 
 
-def _noise_floor(values: np.ndarray, sigmas: float, least: int, scale: float = 255.0) -> int:
-    """The paper's median level (x ``scale``) plus ``sigmas`` robust standard deviations (MAD), at least
-    ``least``; measured on a grid of about ``_SAMPLE`` x ``_SAMPLE`` pixels."""
-    sample = values[:: max(1, values.shape[0] // _SAMPLE), :: max(1, values.shape[1] // _SAMPLE)]
-    sample = np.round(sample.ravel() * np.float32(scale))
-    median = _median(sample)
-    sigma = 1.4826 * _median(np.abs(sample - np.float32(median)))
-    return max(least, int(median + sigmas * sigma + 1))
+class _Spread(NamedTuple):
+    """The paper's level and noise in a picture: the median and robust standard deviation (1.4826 x the
+    median absolute deviation) of its values x ``scale``, rounded to integers, on a grid of about
+    ``_SAMPLE`` x ``_SAMPLE`` pixels. Medians are upper medians (the value of rank ``n // 2``).
+
+    Both come from one histogram of the rounded sample (the deviations' histogram is the values' one
+    folded about the median): two sorts of the sample (``np.partition``) cost several times more, and
+    the weak-ink and faint-line thresholds used to measure the same ink twice.
+    """
+
+    median: int
+    sigma: float
+
+    @staticmethod
+    def of(values: np.ndarray, scale: float) -> _Spread:
+        sample = values[:: max(1, values.shape[0] // _SAMPLE), :: max(1, values.shape[1] // _SAMPLE)]
+        levels = np.round(sample.ravel() * np.float32(scale)).astype(np.intp)
+        lowest = int(levels.min())
+        counts = np.bincount(levels - lowest)
+        rank = levels.size // 2
+        middle = int(np.searchsorted(np.cumsum(counts), rank, side="right"))
+        # |level - median| = d gathers the counts at middle + d and middle - d (d = 0 once)
+        above, below = counts[middle:], counts[middle::-1]
+        if above.size < below.size:
+            above, below = below, above
+        folded = above.copy()
+        folded[: below.size] += below
+        folded[0] -= counts[middle]
+        deviation = int(np.searchsorted(np.cumsum(folded), rank, side="right"))
+        return _Spread(middle + lowest, 1.4826 * deviation)
+
+    def floor(self, sigmas: float, least: int) -> int:
+        """The median plus ``sigmas`` robust standard deviations (+1), at least ``least``: above the paper's noise."""
+        return max(least, int(self.median + sigmas * self.sigma + 1))
 
 
 def _median(values: np.ndarray) -> float:
@@ -315,9 +345,10 @@ def remove_ruling(mask: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, np.nda
     return mask & ~lines, lines
 
 
-def _ruling(ink: np.ndarray) -> np.ndarray:
-    """The pixels of ruled or squared lines and of the page's edge (``remove_ruling``)."""
-    faint = ink >= np.float32((_noise_floor(ink, 2.5, _MIN_LOW // 2) - 0.5) / 255)
+def _ruling(ink: np.ndarray, spread: _Spread | None = None) -> np.ndarray:
+    """The pixels of ruled or squared lines and of the page's edge (``remove_ruling``); ``spread`` is the
+    ink's ``_Spread`` when already measured."""
+    faint = ink >= np.float32(((spread or _Spread.of(ink, 255.0)).floor(2.5, _MIN_LOW // 2) - 0.5) / 255)
     height, width = faint.shape
     lines = np.zeros((height, width), bool)
     # strip sums run along the first axis (the fast one for numpy): the transposed copy gives the rows'
