@@ -39,6 +39,7 @@ from PIL import Image, ImageFilter
 from service.contract import FEATURES, PREPROCESS_MODES, SIDE
 from service.errors import BadRequest
 
+from .arrays import gray_array, gray_image
 from .photo import digit_ink
 
 __all__ = ["MODES", "SIDE", "batch_to_model_input", "check_mode", "to_model_input"]
@@ -166,10 +167,10 @@ def _fill_from_photo(gray: np.ndarray, frame: np.ndarray) -> None:
     elif width > _THICK_STROKE:
         passes = -1
     if passes:
-        image = Image.fromarray(twice)
+        image = gray_image(twice)
         for _ in range(abs(passes)):
             image = image.filter(ImageFilter.MaxFilter(3) if passes > 0 else ImageFilter.MinFilter(3))
-        twice = np.asarray(image)
+        twice = gray_array(image)
     digit_20 = _fit(twice, _MNIST_BOX)
     peak = float(digit_20.max())
     if peak == 0.0:
@@ -277,8 +278,7 @@ def _fit(crop: np.ndarray, longest: int) -> np.ndarray:
     # reducing_gap=2: Pillow first box-reduces by the integer factor that leaves at least twice the
     # target, then Lanczos-filters the rest. A drawing's ~200-px crop is reduced by 5 (not 3, as with
     # a gap of 3) before the filter: a quarter less time, 0.7 grey levels mean difference in the 20-px box.
-    image = Image.fromarray(np.ascontiguousarray(crop))
-    return np.asarray(image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0))
+    return gray_array(gray_image(crop).resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0))
 
 
 def _place_by_centre_of_mass(digit: np.ndarray, frame: np.ndarray) -> None:

@@ -36,8 +36,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image
 
+from .arrays import gray_array, gray_image
 from .components import Components, label_runs
 from .morphology import rank_filter, strongest, under_strokes
 
@@ -144,7 +144,7 @@ def working_copy(gray: np.ndarray) -> np.ndarray:
     factor = round(min(gray.shape) / WORK_SIDE)
     if factor < 2:
         return np.ascontiguousarray(gray)
-    return np.asarray(Image.fromarray(np.ascontiguousarray(gray)).reduce(factor))
+    return gray_array(gray_image(gray).reduce(factor))
 
 
 def flatten_lighting(gray: np.ndarray) -> np.ndarray:
@@ -165,8 +165,7 @@ def _flatten(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     height, width = gray.shape
     factor = max(1, min(height, width) // _COARSE_SIDE)
-    image = Image.fromarray(gray)
-    coarse = np.asarray(image.reduce(factor) if factor > 1 else image)
+    coarse = gray_array(gray_image(gray).reduce(factor)) if factor > 1 else gray
     # margins that continue the picture's trend (point-mirrored about the edge cells, np.pad's odd
     # "reflect"), so the filters near the frame's edge see paper on both sides: a plain mirror turns a
     # vignette's fall-off into a valley at the edge, which the closing fills -- the paper came out too
