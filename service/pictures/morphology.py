@@ -52,6 +52,8 @@ def strongest(residual: np.ndarray, one_in: int) -> int:
 def under_strokes(lines: np.ndarray, ink: np.ndarray, reach: int) -> np.ndarray:
     """The ``lines`` pixels with ``ink`` within ``reach`` pixels on both sides of them, above and below
     (left and right, for an upright line): where a stroke crosses a removed line, so it stays whole."""
+    if not lines.any():  # most pictures have no ruling (or none in the digit's box): nothing to put back
+        return np.zeros_like(lines)
     above, below = np.zeros_like(ink), np.zeros_like(ink)
     left, right = np.zeros_like(ink), np.zeros_like(ink)
     for step in range(1, reach + 1):
