@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.pictures.arrays import gray_array
 from service.pictures.pngrows import require_complete_png_rows, require_complete_rows
 
 try:
@@ -456,7 +457,7 @@ def _colour_to_gray(pixels: np.ndarray, mode: str) -> np.ndarray:
     height, width = pixels.shape[:2]
     image = Image.frombuffer(mode, (width, height), pixels, "raw", mode, 0, 1)
     if mode == "RGB" or pixels[..., 3].min() == 255:
-        return np.asarray(image.convert("L"))
+        return gray_array(image.convert("L"))
     return _paste_on_white(image)
 
 

@@ -33,6 +33,7 @@ runs and strips derived from it, never pixel by pixel in Python.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -251,13 +252,18 @@ def _upscale(level: np.ndarray, pad: int, cells: tuple[int, int], shape: tuple[i
     return out
 
 
+@lru_cache(maxsize=64)
 def _taps(pad: int, cells: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each of ``size`` output pixels: the two source cells around its centre and the weight of the
-    second (the cells start at ``pad``; the margin covers the half cell beyond either end)."""
+    second (the cells start at ``pad``; the margin covers the half cell beyond either end). Kept for
+    the sizes seen last (a camera's frames all have one), read-only."""
     centre = pad + (np.arange(size, dtype=np.float32) + np.float32(0.5)) * np.float32(cells / size) - np.float32(0.5)
     first = np.floor(centre)
     index = first.astype(np.intp)
-    return index, index + 1, centre - first
+    taps = (index, index + 1, centre - first)
+    for array in taps:
+        array.flags.writeable = False
+    return taps
 
 
 def ink_mask(ink: np.ndarray, paper: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
