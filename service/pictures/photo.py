@@ -512,6 +512,8 @@ def _cluster(components: Components, area: np.ndarray, boxes: np.ndarray) -> np.
         )
         keep |= near
         chosen = boxes[keep]
-        top, bottom = chosen[:, 0].min(), chosen[:, 1].max()
-        left, right = chosen[:, 2].min(), chosen[:, 3].max()
+        box = (chosen[:, 0].min(), chosen[:, 1].max(), chosen[:, 2].min(), chosen[:, 3].max())
+        if box == (top, bottom, left, right):
+            break  # the same box finds the same pieces again
+        top, bottom, left, right = box
     return keep
