@@ -456,9 +456,19 @@ def _colour_to_gray(pixels: np.ndarray, mode: str) -> np.ndarray:
     """
     height, width = pixels.shape[:2]
     image = Image.frombuffer(mode, (width, height), pixels, "raw", mode, 0, 1)
-    if mode == "RGB" or pixels[..., 3].min() == 255:
+    if mode == "RGB" or _opaque(pixels):
         return gray_array(image.convert("L"))
     return _paste_on_white(image)
+
+
+def _opaque(rgba: np.ndarray) -> bool:
+    """True when every pixel of a C-contiguous RGBA array has alpha 255.
+
+    Read as little-endian 32-bit words, alpha is each pixel's top byte, so the smallest word is at
+    least 0xFF000000 exactly when no alpha is below 255: one contiguous pass instead of a strided one
+    over the alpha channel (a third of its time on the page's 280x280 canvas).
+    """
+    return int(np.ascontiguousarray(rgba).reshape(-1).view("<u4").min()) >= 0xFF000000
 
 
 def _has_alpha(image: Image.Image) -> bool:
