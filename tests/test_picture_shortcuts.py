@@ -1,0 +1,107 @@
+"""The photo and drawing paths' faster steps give exactly what their plain definitions give.
+
+Each of these replaced a slower computation for speed (``bench.pictures``, round 5) on the promise that
+no pixel changes, so a picture reads the same as before: the paper's median and spread from a histogram
+instead of two sorts, a filter's strongest residual from a histogram, the point-mirrored margins one
+axis at a time, the opaque-canvas check on 32-bit words, the components labelled without np.unique,
+and the hysteresis that looks up only the strong pixels' runs. Each is checked here against the plain
+definition on arbitrary arrays (hypothesis), the cases a corpus of photos may never hit (a picture of
+one value, a single pixel, negative residuals) included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from service.pictures import photo
+from service.pictures.components import label_runs
+from service.pictures.decode import _opaque
+from service.pictures.morphology import strongest
+
+
+def noise_floor_by_sorting(values: np.ndarray, sigmas: float, least: int, scale: float) -> int:
+    """The definition: upper median and 1.4826 x the upper median absolute deviation of the rounded sample."""
+    sample = values[:: max(1, values.shape[0] // 64), :: max(1, values.shape[1] // 64)]
+    sample = np.sort(np.round(sample.ravel() * np.float32(scale)))
+    median = float(sample[sample.size // 2])
+    deviations = np.sort(np.abs(sample - np.float32(median)))
+    sigma = 1.4826 * float(deviations[deviations.size // 2])
+    return max(least, int(median + sigmas * sigma + 1))
+
+
+shapes = st.tuples(st.integers(1, 150), st.integers(1, 150))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    arrays(np.float32, shapes, elements=st.floats(0, 1, width=32)),
+    st.sampled_from([(4.5, 20, 255.0), (2.5, 10, 255.0), (0.0, 0, 255.0), (4.5, 6, 1.0)]),
+    st.floats(-300, 300),
+)
+def test_paper_spread_from_a_histogram_equals_sorting(values, floor, shift):
+    sigmas, least, scale = floor
+    if scale == 1.0:  # grey levels below the paper: any sign, hundreds of levels
+        values = (values * np.float32(600) + np.float32(shift)).astype(np.float32)
+    assert photo._Spread.of(values, scale).floor(sigmas, least) == noise_floor_by_sorting(values, sigmas, least, scale)
+
+
+@settings(max_examples=150, deadline=None)
+@given(arrays(np.int32, st.integers(1, 3000), elements=st.integers(-500, 1200)), st.sampled_from([50, 200]))
+def test_strongest_residual_from_a_histogram_equals_sorting(residual, one_in):
+    count = max(4, residual.size // one_in)
+    expected = int(np.sort(residual)[-count:].sum())
+    assert strongest(residual, one_in) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(arrays(np.uint8, shapes), st.integers(1, 20))
+def test_continued_margins_equal_np_pads_odd_reflection(image, pad):
+    # np.pad's "reflect" needs more cells than the margin; shorter sides repeat their edge ("edge")
+    expected = image.astype(np.int16)
+    for axis in (0, 1):
+        mode = "reflect" if expected.shape[axis] > pad else "edge"
+        width = [(0, 0), (0, 0)]
+        width[axis] = (pad, pad)
+        mirrored = np.pad(expected, width, mode=mode)
+        if mode == "reflect":
+            mirrored = np.pad(expected, width, mode="reflect", reflect_type="odd")
+        expected = mirrored
+    assert np.array_equal(photo._continued(image, pad), expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40), st.just(4))), st.booleans())
+def test_opaque_check_equals_the_alpha_channels_minimum(rgba, make_opaque):
+    if make_opaque:
+        rgba[..., 3] = 255
+    assert _opaque(rgba) == (rgba[..., 3].min() == 255)
+
+
+def test_label_numbers_components_in_raster_order_of_their_first_run():
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        mask = rng.random(tuple(rng.integers(1, 60, 2))) < rng.uniform(0.05, 0.6)
+        found = label_runs(mask)
+        first = np.unique(found.label, return_index=True)[1]
+        assert np.array_equal(found.label[np.sort(first)], np.arange(found.count))  # 0, 1, 2, ... in order
+
+
+def test_hysteresis_keeps_exactly_the_components_holding_a_strong_pixel():
+    rng = np.random.default_rng(6)
+    for _ in range(100):
+        shape = tuple(rng.integers(5, 80, 2))
+        ink = rng.random(shape).astype(np.float32) ** 3
+        weak = (ink >= 0.08) & (rng.random(shape) < 0.9)  # some strong pixels outside the weak mask
+        kept = photo._strongly_held(weak, ink, 20)
+        everything = label_runs(weak)
+        strong = ink >= photo._strong_level(20)
+        expected = np.zeros(shape, bool)
+        image = everything.label_image()
+        for label in range(everything.count):
+            component = image == label + 1
+            if (component & strong).any():
+                expected |= component
+        assert np.array_equal(kept.mask(np.ones(kept.count, bool)), expected)
