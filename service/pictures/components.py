@@ -111,9 +111,9 @@ class Components:
 def label_runs(mask: np.ndarray) -> Components:
     """Label the 8-connected components of a 2-D bool mask."""
     height, width = mask.shape
-    padded = np.zeros((height, width + 2), np.int8)
+    padded = np.zeros((height, width + 2), bool)
     padded[:, 1:-1] = mask
-    change = np.diff(padded, axis=1)  # +1 where a run starts, -1 one past where it ends
+    change = padded[:, 1:] != padded[:, :-1]  # where a run starts, and one past where it ends (np.diff: 4x slower)
     # row-major: each row's starts and stops alternate (flatnonzero + divmod: 2-D nonzero is ~10x slower)
     rows, cols = np.divmod(np.flatnonzero(change), width + 1)
     rows, starts, stops = rows[0::2], cols[0::2], cols[1::2]
