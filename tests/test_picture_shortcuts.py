@@ -105,3 +105,31 @@ def test_hysteresis_keeps_exactly_the_components_holding_a_strong_pixel():
             if (component & strong).any():
                 expected |= component
         assert np.array_equal(kept.mask(np.ones(kept.count, bool)), expected)
+
+
+def broken_line(gaps: int, width: int = 240) -> np.ndarray:
+    """Ink of a straight ruled line across a blank page, interrupted in ``gaps`` of the 16 strips that
+    the line finder looks in (a digit or a glare covering part of it)."""
+    ink = np.zeros((120, width), np.float32)
+    ink[60:62] = 0.5
+    strip = width // 16
+    for index in np.linspace(1, 14, gaps).astype(int) if gaps else []:
+        ink[60:62, index * strip : (index + 1) * strip] = 0
+    return ink
+
+
+def test_a_line_through_thirteen_of_sixteen_strips_is_found_and_one_through_twelve_is_not():
+    # the vote is skipped when fewer strips hold a hit than a line needs: exactly at that boundary
+    found = photo._ruling(broken_line(3))
+    assert found[60:62].any(axis=0).sum() == 13 * 15
+    assert not photo._ruling(broken_line(4)).any()
+
+
+def test_pieces_reached_only_after_the_box_grows_join_the_digit():
+    # the main stroke's box reaches piece A; only the grown box (main + A) reaches piece B
+    mask = np.zeros((140, 140), bool)
+    mask[50:70, 50:70] = True  # the main component: size 20, pieces within 6 px join
+    mask[74:80, 55:65] = True  # A: 4 px below it
+    mask[85:90, 55:65] = True  # B: 15 px below the main part, 5 below A (the grown box's margin is 9)
+    kept = photo.digit_mask(mask, mask.astype(np.float32))
+    assert kept is not None and kept[85:90, 55:65].all() and kept[74:80, 55:65].all()
