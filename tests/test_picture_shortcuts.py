@@ -133,3 +133,13 @@ def test_pieces_reached_only_after_the_box_grows_join_the_digit():
     mask[85:90, 55:65] = True  # B: 15 px below the main part, 5 below A (the grown box's margin is 9)
     kept = photo.digit_mask(mask, mask.astype(np.float32))
     assert kept is not None and kept[85:90, 55:65].all() and kept[74:80, 55:65].all()
+
+
+def test_a_stroke_crossing_a_removed_line_gets_the_line_pixels_back_and_no_line_gives_none():
+    lines = np.zeros((100, 160), bool)
+    lines[50:52] = True  # a ruled line, 2 px
+    stroke = np.zeros_like(lines)
+    stroke[30:50, 100:104] = stroke[52:70, 100:104] = True  # a down-stroke cut by the line's removal
+    back = photo.crossings(lines, stroke)
+    assert np.array_equal(np.argwhere(back), np.argwhere(lines & (np.arange(160) // 4 == 25)))
+    assert not photo.crossings(np.zeros_like(lines), stroke).any()
