@@ -24,6 +24,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from bench.numbercorpus import NumberPicture, generate, mnist_test_digits, score
+from service.pictures import variants
 from service.pictures.components import label_runs
 from service.pictures.segment import InkMap, candidates, segment_number
 
@@ -292,6 +293,58 @@ def read_at_least(plane, samples: list, style: str, whole_string: float, per_dig
     assert figures["per_digit"] >= per_digit, figures
     assert on_their_digits >= boxes
     return answers
+
+
+def test_each_digits_probabilities_are_one_distribution(plane, plain) -> None:
+    """Each digit is classified as several shifted copies and their answers averaged
+    (``pictures/variants.py``): what comes back must still be a probability distribution (all ten
+    classes sum to 1, the best first), not a mean of logs."""
+    from service.dataplane import Timings
+
+    answer = plane.read(None, {"top_k": "10"}, plain[0].data, Timings())
+    assert answer["digits"]
+    for entry in answer["digits"]:
+        ranked = [t["probability"] for t in entry["top_k"]]
+        assert abs(sum(ranked) - 1) < 1e-4, ranked
+        assert ranked == sorted(ranked, reverse=True) and entry["probability"] == ranked[0]
+        assert entry["top_k"][0]["label"] == entry["label"]
+
+
+def test_a_reading_whose_copies_pass_max_batch_items_is_run_in_slices(plane, plain,
+                                                                     tmp_path_factory) -> None:
+    """The shifted copies are the reader's own multiplication, not the client's items: a number whose
+    copies outnumber MAX_BATCH_ITEMS is still read, and read the same."""
+    from service.build import build
+    from service.dataplane import Timings
+
+    sample = next(s for s in plain if len(s.text) >= 6)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RUNTIME_DIR", str(tmp_path_factory.mktemp("read-small-batches")))
+        patch.setenv("POLL_INTERVAL_S", "0")
+        patch.setenv("MAX_BATCH_ITEMS", "16")
+        small = build()
+        small.start()
+    assert len(sample.text) * len(variants.READ_SHIFTS) > 16
+    assert small.plane.read(None, {"top_k": "3"}, sample.data, Timings()) == \
+        plane.read(None, {"top_k": "3"}, sample.data, Timings())
+
+
+def test_shifted_copies_move_the_digit_and_averaging_keeps_agreement() -> None:
+    """``shifted`` moves each 28x28 picture by its (rows, columns), filling with background; ``averaged``
+    of copies that agree is their answer, and a class one copy doubts loses to one all agree on."""
+    picture = np.zeros((28, 28), np.float32)
+    picture[10, 12] = 1.0
+    copies = variants.shifted(picture.reshape(1, -1), ((0, 0), (1, 0), (0, -1), (-1, 1)))
+    assert copies.shape == (4, 784)
+    for copy, (dy, dx) in zip(copies, ((0, 0), (1, 0), (0, -1), (-1, 1)), strict=True):
+        assert np.argwhere(copy.reshape(28, 28) == 1.0).tolist() == [[10 + dy, 12 + dx]]
+        assert copy.sum() == 1.0
+    same = np.tile(np.array([[0.7, 0.2, 0.1]], np.float32), (3, 1))
+    assert np.allclose(variants.averaged(same, 3), [[0.7, 0.2, 0.1]], atol=1e-6)
+    # class 0 is best on two copies of three but near zero on the third; class 1 is fair on all
+    doubted = np.array([[0.6, 0.4, 0.0], [0.6, 0.4, 0.0], [0.001, 0.4, 0.599]], np.float32)
+    mean = variants.averaged(doubted, 3)
+    assert mean.argmax() == 1 and abs(float(mean.sum()) - 1) < 1e-6
 
 
 def test_plain_numbers_accuracy(plane, plain) -> None:
