@@ -347,6 +347,39 @@ def test_shifted_copies_move_the_digit_and_averaging_keeps_agreement() -> None:
     assert mean.argmax() == 1 and abs(float(mean.sum()) - 1) < 1e-6
 
 
+def test_a_cut_through_a_digits_strokes_costs_more_than_one_at_a_bridge() -> None:
+    """The model is confident about the halves of a digit cut in two, so the choice between readings
+    also weighs the ink each cut goes through: a wide 0 cut anywhere crosses two strokes and stays one
+    digit; two 0s joined by a pen's slip are cut at the slip, not through a ring."""
+    from PIL import ImageDraw
+
+    from service.pictures.segment import choose
+
+    def confidences(place, one: float, at_shapes_cut: float, elsewhere: float) -> np.ndarray:
+        return np.concatenate([np.full(len(option), one if len(option) == 1 else
+                                       at_shapes_cut if k == 0 else elsewhere)
+                               for k, option in enumerate(place.options)])
+
+    ring = Image.new("L", (260, 160), 255)
+    ImageDraw.Draw(ring).ellipse([(60, 30), (160, 130)], outline=0, width=8)
+    [place] = segment_number(np.asarray(ring))
+    assert len(place.options[0]) == 1 and len(place.options) > 1
+    assert min(place.cut_ink[1:]) > 0.5
+    assert choose([place], confidences(place, 0.6, 0.6, 0.97)) == [0]
+
+    pair = Image.new("L", (300, 160), 255)
+    pen = ImageDraw.Draw(pair)
+    pen.ellipse([(40, 30), (120, 130)], outline=0, width=8)
+    pen.ellipse([(134, 30), (214, 130)], outline=0, width=8)
+    pen.line([(116, 80), (138, 80)], fill=0, width=4)
+    [place] = segment_number(np.asarray(pair))
+    assert len(place.options[0]) == 2 and place.cut_ink[0] < 0.5
+    digits = candidates([place])
+    read = choose([place], confidences(place, 0.6, 0.97, 0.97))
+    assert len(read) == 2
+    assert 116 <= digits[read[0]].box[2] <= digits[read[1]].box[0] <= 138  # cut within the slip
+
+
 def test_plain_numbers_accuracy(plane, plain) -> None:
     read_at_least(plane, plain, "plain", PLAIN_WHOLE_STRING, PLAIN_PER_DIGIT, boxes=0.97)
 
