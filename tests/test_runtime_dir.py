@@ -2,14 +2,16 @@
 worker when it starts and once when it ends, with no traceback and no line every poll (~0.25 s); it keeps
 serving, and keeps the admin state it last read (an unloaded model stays unloaded).
 
-One worker, and every request of the test sent once before the folder breaks: the Prometheus files
-live in RUNTIME_DIR too, and a label combination a worker has not seen yet needs a new file there (see
-the report: a request that needs one fails while the folder is gone; not this test's concern).
+The Prometheus files live in RUNTIME_DIR too, and a worker started while it is gone needs new ones: that
+worker still loads its models and answers (its figures stay in memory, logged once), and ``GET /metrics``
+is a clear 503 instead of a traceback.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,3 +77,38 @@ def test_broken_runtime_dir_is_logged_once_when_it_starts_and_ends(server, tmp_p
     assert "Traceback" not in server.log()[start:]
     assert predict(server, "mnist") == 200
     assert predict(server, "fashion-mnist") == 404
+
+
+def replacement_worker(server: GunicornServer, gone: int, timeout: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = [pid for pid in server.worker_pids() if pid != gone]
+        if pids:
+            return pids[0]
+        time.sleep(0.1)
+    raise AssertionError("gunicorn did not start a worker in place of the killed one")
+
+
+@pytest.mark.parametrize("how", ["replaced by a file", "removed"])
+def test_a_worker_started_while_runtime_dir_is_gone_still_serves(server, tmp_path, how):
+    run, aside = Path(server.env["RUNTIME_DIR"]), tmp_path / "run-aside"
+    start = len(server.log())
+    run.rename(aside)
+    if how == "replaced by a file":
+        run.write_text("not a folder\n")
+    killed = server.worker_pids()[0]
+    os.kill(killed, signal.SIGKILL)  # a crash, an OOM kill: gunicorn forks a fresh worker
+    fresh = replacement_worker(server, killed)
+    deadline = time.monotonic() + 30
+    while predict(server, "mnist") != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)  # the fresh worker loads its models first
+
+    assert predict(server, "mnist") == 200
+    scrape = requests.get(f"{server.url}/metrics", timeout=30)
+    assert scrape.status_code == 503, scrape.text
+    assert "metrics folder" in scrape.json()["error"]
+    records = log_lines(server, start)
+    told = [r for r in records if "metrics folder cannot be written" in r["message"]]
+    assert [r["pid"] for r in told] == [fresh], told  # once, by the worker that needed a new file
+    assert not [r for r in records if "scan failed" in r["message"]], "the fresh worker could not load a model"
+    assert "Traceback" not in server.log()[start:]

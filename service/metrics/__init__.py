@@ -6,6 +6,7 @@
 * ``lifecycle``: model loads, refusals and unloads, from the registry's events;
 * ``admission``: requests a worker's budgets refused (service/admission.py);
 * ``feedback``: pictures users label (``POST /v1/models/<name>/feedback``);
+* ``storage``: values that survive a missing metrics folder (in memory, logged once);
 * ``exposition``: ``GET /metrics`` and gunicorn's dead-worker cleanup.
 
 Callers use the names re-exported here.
@@ -13,7 +14,7 @@ Callers use the names re-exported here.
 
 from .admission import admission_refused
 from .definitions import MULTIPROCESS, refusal_category
-from .exposition import exposition, mark_process_dead
+from .exposition import MetricsFolderMissing, exposition, mark_process_dead
 from .feedback import feedback_refused, feedback_stored
 from .hooks import instrument, observe_request, served_model
 from .lifecycle import connect, model_loaded, model_refused, model_unloaded
@@ -21,6 +22,7 @@ from .tally import TALLY, Tally, record_request
 
 __all__ = [
     "MULTIPROCESS",
+    "MetricsFolderMissing",
     "TALLY",
     "Tally",
     "admission_refused",

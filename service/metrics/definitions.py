@@ -44,9 +44,12 @@ import os
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from . import storage
+
 # prometheus-client chooses its storage from this variable when it is imported; gunicorn.conf.py
 # sets it (to $RUNTIME_DIR/metrics) before anything imports the app.
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+storage.install()  # before any metric below makes a value
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PHASE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,

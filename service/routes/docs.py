@@ -15,6 +15,7 @@ import orjson
 from flask import Blueprint, Response, abort, send_from_directory
 
 from .. import metrics
+from ..errors import Unavailable
 from ..http import JSON
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
@@ -79,7 +80,10 @@ ASSET_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"
 
 @bp.get("/metrics")
 def prometheus() -> Response:
-    body, content_type = metrics.exposition()
+    try:
+        body, content_type = metrics.exposition()
+    except metrics.MetricsFolderMissing as error:
+        raise Unavailable(str(error)) from error
     return Response(body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
 
