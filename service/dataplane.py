@@ -20,6 +20,7 @@ from .errors import BadRequest, Unprocessable
 from .items import check_item_count
 from .model_status import model_status
 from .pictures import batch as pictures
+from .pictures import variants
 from .pictures.decode import decode_picture
 from .pictures.normalise import batch_to_model_input
 from .pictures.segment import READ_MIN_SIDE, TooManyPieces, candidates, choose, segment_number
@@ -194,9 +195,10 @@ class DataPlane:
         answer: dict = {"model_name": model.name, "model_version": str(model.version), "text": "", "digits": []}
         if not places:
             return answer
-        # Every way of cutting the line into digits, classified in one batch; the confidences pick.
+        # Every way of cutting the line into digits, each as a few shifted copies (test-time
+        # augmentation: pictures/variants.py), classified in one batch; the averaged distributions pick.
         digits = candidates(places)
-        probabilities = self.infer(model, batch_to_model_input([d.crop for d in digits], "mnist"), timings)
+        probabilities = self.classify_copies(model, batch_to_model_input([d.crop for d in digits], "mnist"), timings)
         read = choose(places, probabilities.max(axis=1))
         ranked = self.top_k(model, probabilities[read], max(1, top_k))
         answer["digits"] = [
@@ -205,6 +207,18 @@ class DataPlane:
         ]
         answer["text"] = "".join(entry["label"] for entry in answer["digits"])
         return answer
+
+    def classify_copies(self, model: LoadedModel, batch: np.ndarray, timings: Timings) -> np.ndarray:
+        """Probabilities [N, 10] for /read's digits [N, 784]: each digit classified as
+        ``variants.READ_SHIFTS`` shifted copies, their answers averaged (a renormalised geometric
+        mean, so still a probability distribution). The copies are our own multiplication, not the
+        client's items: a batch over MAX_BATCH_ITEMS is run in slices rather than refused."""
+        shifts = variants.READ_SHIFTS
+        copies = variants.shifted(batch, shifts)
+        step = max(len(shifts), self.settings.max_batch_items // len(shifts) * len(shifts))
+        raw = np.concatenate([self.infer(model, copies[at:at + step], timings)
+                              for at in range(0, len(copies), step)])
+        return variants.averaged(raw, len(shifts))
 
     def parse_top_k(self, raw: str | None) -> int:
         if raw is None or raw == "":

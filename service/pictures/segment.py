@@ -99,12 +99,16 @@ _WIDE = 1.2  # a piece wider than this (times its height) may be two touching di
 _CUT_SHARE = 0.45  # ... split only where a column holds at most this share of the typical column's ink
 _MAYBE_TWO = 0.8  # a piece wider than this (times its height) is also read cut in two, to compare
 _ALTERNATIVE_CUTS = 5  # ... at this many of its emptiest columns
-# Choosing between readings of a place (``choose``), in log-confidence units per extra digit. Set on
-# bench.numbercorpus seeds 3 and 4 (the tests use seed 1), 600 numbers each style: against always
-# taking the shapes' own reading, +0.5 % whole-string on plain numbers and +1.4 % on photographed ones.
-_EXTRA_DIGIT_COST = 0.3
+# Choosing between readings of a place (``choose``), in log-confidence units per extra digit, and per
+# typical column of ink a reading's cuts go through (a cut between two touching digits crosses a touch
+# or a slip of the pen, a cut through one digit crosses its strokes: a 0's or a 9's ring twice, while
+# the model is confident about both halves). Set together on bench.numbercorpus dev seeds 11 and 12
+# (plain, photo, field; 1,200 numbers) and checked on 13 and 14 (1,000): whole-string 0.872 -> 0.880
+# and 0.873 -> 0.881 against the extra-digit cost alone (0.3), every shifted copy averaged as /read does.
+_EXTRA_DIGIT_COST = 0.1
 _TWO_DIGIT_RATIO = 1.2
 _WIDTH_WEIGHT = 0.5
+_CUT_INK_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -398,6 +402,9 @@ class Place:
 
     options: tuple[tuple[Digit, ...], ...]
     ratio: float  # width / height of the place's ink
+    # per option: the ink its cuts go through (the cut columns' ink over the place's median column;
+    # 0 where it only cuts at gaps between pieces)
+    cut_ink: tuple[float, ...] = ()
 
 
 def segment_number(gray: np.ndarray, *, max_pieces: int = 32,
@@ -422,7 +429,9 @@ def segment_number(gray: np.ndarray, *, max_pieces: int = 32,
     groups = _digit_groups(parts, max_pieces)
     places = []
     for group in groups:
-        options = []
+        options, cut_ink = [], []
+        columns = _columns(group, parts)
+        typical = max(float(np.median(columns[columns > 0])) if columns.any() else 1.0, 1.0)
         for cuts in _cut_options(group, parts):
             digits, heights = [], []
             for x0, x1 in cuts:
@@ -435,8 +444,10 @@ def segment_number(gray: np.ndarray, *, max_pieces: int = 32,
             if digits and all(len(d) != len(digits) or
                               [x.box for x in d] != [x.box for x in digits] for d in options):
                 options.append(tuple(digits))
+                cut_ink.append(sum(float(columns[b - group.x0]) for (_, b), (a, _) in zip(cuts, cuts[1:], strict=False)
+                                   if a == b and group.x0 < b < group.x1) / typical)
         if options:
-            places.append(Place(tuple(options), group.width / max(group.height, 1)))
+            places.append(Place(tuple(options), group.width / max(group.height, 1), tuple(cut_ink)))
     if sum(len(p.options[0]) for p in places) > max_pieces:
         raise TooManyPieces(sum(len(p.options[0]) for p in places), max_pieces)
     return places
@@ -450,9 +461,11 @@ def candidates(places: list[Place]) -> list[Digit]:
 def choose(places: list[Place], confidence: np.ndarray) -> list[int]:
     """Indices (into ``candidates(places)``) of the digits read: per place, the option with the best
     score, the sum of its digits' log-confidences less a cost per digit more than the shapes' own
-    reading. The cost falls as the place gets wider (a place 1.2 times as wide as tall costs
-    ``_EXTRA_DIGIT_COST`` per extra digit; wider is cheaper, narrower dearer): the model is confident
-    about halves of a digit too, so confidence alone would cut a 0 into two 1s."""
+    reading, less ``_CUT_INK_WEIGHT`` times the ink its cuts go through (``Place.cut_ink``). The cost
+    falls as the place gets wider (a place 1.2 times as wide as tall costs ``_EXTRA_DIGIT_COST`` per
+    extra digit; wider is cheaper, narrower dearer): the model is confident about halves of a digit
+    too, so confidence alone would cut a 0 into two 1s; the cut's ink tells the halves of a 0 (two
+    strokes crossed) from two digits touching (a point or a slip of the pen crossed)."""
     log_confidence = np.log(np.maximum(np.asarray(confidence, dtype=np.float64), 1e-9))
     chosen: list[int] = []
     at = 0
@@ -463,7 +476,8 @@ def choose(places: list[Place], confidence: np.ndarray) -> list[int]:
             at += len(option)
         own = len(spans[0])
         cost = _EXTRA_DIGIT_COST + _WIDTH_WEIGHT * (_TWO_DIGIT_RATIO - place.ratio)
-        scores = [float(log_confidence[span].sum()) - (len(span) - own) * cost for span in spans]
+        scores = [float(log_confidence[span].sum()) - (len(span) - own) * cost - _CUT_INK_WEIGHT * ink
+                  for span, ink in zip(spans, place.cut_ink or [0.0] * len(spans), strict=True)]
         chosen.extend(spans[int(np.argmax(scores))])
     return chosen
 
