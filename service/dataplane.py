@@ -20,7 +20,7 @@ from .errors import BadRequest, Unprocessable
 from .items import check_item_count
 from .model_status import model_status
 from .pictures import batch as pictures
-from .pictures import variants
+from .pictures import hairlines, variants
 from .pictures.decode import decode_picture
 from .pictures.normalise import batch_to_model_input
 from .pictures.segment import READ_MIN_SIDE, TooManyPieces, candidates, choose, segment_number
@@ -197,8 +197,10 @@ class DataPlane:
             return answer
         # Every way of cutting the line into digits, each as a few shifted copies (test-time
         # augmentation: pictures/variants.py), classified in one batch; the averaged distributions pick.
+        # Hairline strokes (a fine pen, a pencil) are first widened to MNIST's (pictures/hairlines.py).
         digits = candidates(places)
-        probabilities = self.classify_copies(model, batch_to_model_input([d.crop for d in digits], "mnist"), timings)
+        crops = [hairlines.widened(d.crop) for d in digits]
+        probabilities = self.classify_copies(model, batch_to_model_input(crops, "mnist"), timings)
         read = choose(places, probabilities.max(axis=1))
         ranked = self.top_k(model, probabilities[read], max(1, top_k))
         answer["digits"] = [

@@ -559,6 +559,72 @@ def test_a_digits_crop_holds_no_faint_grid_away_from_its_strokes() -> None:
 
 
 
+# Digits 0-9 as a fine pen draws them (lines, arcs, ellipses), 110 px tall: (kind, coordinates[, angles]).
+PEN_DIGITS = {
+    "0": [("ellipse", (10, 5, 60, 105))],
+    "1": [("line", [(40, 5), (30, 105)])],
+    "2": [("arc", (10, 5, 60, 55), (180, 20)), ("line", [(58, 38), (10, 102), (64, 102)])],
+    "3": [("arc", (12, 5, 58, 55), (220, 90)), ("arc", (12, 52, 58, 104), (270, 140))],
+    "4": [("line", [(45, 5), (8, 70), (65, 70)]), ("line", [(50, 40), (45, 105)])],
+    "5": [("line", [(60, 6), (18, 6), (14, 50)]), ("arc", (12, 40, 60, 104), (220, 150))],
+    "6": [("line", [(50, 5), (14, 60)]), ("ellipse", (12, 50, 58, 104))],
+    "7": [("line", [(8, 10), (62, 8), (28, 105)])],
+    "8": [("ellipse", (16, 5, 54, 52)), ("ellipse", (12, 52, 58, 104))],
+    "9": [("ellipse", (12, 5, 58, 50)), ("line", [(58, 28), (50, 105)])],
+}
+
+
+def pen_number(text: str, width: int) -> bytes:
+    """A PNG of ``text`` written with a pen ``width`` pixels wide, digits 110 px tall, well apart."""
+    from PIL import ImageDraw
+
+    sheet = Image.new("L", (40 + 85 * len(text), 170), 255)
+    pen = ImageDraw.Draw(sheet)
+    for k, character in enumerate(text):
+        dx, dy = 25 + 85 * k, 30
+        for kind, where, *angles in PEN_DIGITS[character]:
+            if kind == "line":
+                pen.line([(x + dx, y + dy) for x, y in where], fill=0, width=width, joint="curve")
+                continue
+            box = (where[0] + dx, where[1] + dy, where[2] + dx, where[3] + dy)
+            if kind == "ellipse":
+                pen.ellipse(box, outline=0, width=width)
+            else:
+                pen.arc(box, *angles[0], fill=0, width=width)
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_number_written_with_a_fine_pen_reads_as_with_a_broad_one(plane) -> None:
+    """Strokes far thinner than MNIST's (a 2-px pen on 110-px digits: 0.4 px in MNIST's 20-px box) are
+    widened before the model sees them (pictures/hairlines.py); without that, this 1 reads as a 5 and
+    the 6 as a 5. A broad pen's strokes (8 px) are left as they are and read the same."""
+    from service.dataplane import Timings
+
+    for width in (2, 8):
+        answer = plane.read(None, {"top_k": "0"}, pen_number("0123456789", width), Timings())
+        assert answer["text"] == "0123456789", (width, answer["text"])
+
+
+def test_only_hairline_crops_are_widened(digits) -> None:
+    """An MNIST digit's crop (its strokes already MNIST's) reaches the normaliser untouched; a 1 drawn
+    one pixel wide reaches the model two pixels wide (MNIST's strokes: 1.2-2.9 px), on its margin of paper."""
+    from service.pictures.hairlines import widened
+    from service.pictures.normalise import batch_to_model_input
+
+    images, _ = digits
+    crop = np.pad(np.kron(images[0][4:24, 4:24], np.ones((3, 3), np.uint8)), 2)  # a 7, 60 px tall
+    assert np.array_equal(widened(crop), crop)
+    hairline = np.zeros((64, 44), np.uint8)
+    hairline[2:62, 21] = 255  # a 1 drawn one pixel wide
+    wider = widened(hairline)
+    assert wider[:2].max() == 0 and wider[-2:].max() == 0 and wider[:, :2].max() == 0
+    frame = batch_to_model_input([wider])[0].reshape(28, 28)
+    ink_rows = frame[frame.max(axis=1) > 0.5] > 0.5
+    assert (ink_rows.sum(axis=1) >= 2).mean() > 0.8, ink_rows.sum(axis=1)
+
+
 def test_a_three_whose_bows_are_apart_and_offset_is_one_digit() -> None:
     """A 3 whose upper bow lost its joint to the lower one and sits to the right of it (sharing under
     half of its columns), in "311": one above the other, the bows are one digit, not two."""
