@@ -197,9 +197,11 @@ class DataPlane:
             return answer
         # Every way of cutting the line into digits, each as a few shifted copies (test-time
         # augmentation: pictures/variants.py), classified in one batch; the averaged distributions pick.
-        # Hairline strokes (a fine pen, a pencil) are first widened to MNIST's (pictures/hairlines.py).
+        # A number written with a hairline (a fine pen, a pencil) has its strokes widened to MNIST's
+        # first, judged on the shapes' own reading (pictures/hairlines.py).
         digits = candidates(places)
-        crops = [hairlines.widened(d.crop) for d in digits]
+        crops = hairlines.with_mnist_strokes([d.crop for d in digits],
+                                             [d.crop for place in places for d in place.options[0]])
         probabilities = self.classify_copies(model, batch_to_model_input(crops, "mnist"), timings)
         read = choose(places, probabilities.max(axis=1))
         ranked = self.top_k(model, probabilities[read], max(1, top_k))

@@ -598,7 +598,7 @@ def pen_number(text: str, width: int) -> bytes:
 
 def test_a_number_written_with_a_fine_pen_reads_as_with_a_broad_one(plane) -> None:
     """Strokes far thinner than MNIST's (a 2-px pen on 110-px digits: 0.4 px in MNIST's 20-px box) are
-    widened before the model sees them (pictures/hairlines.py); without that, this 1 reads as a 5 and
+    widened before the model sees them (pictures/hairlines.py); without that, the 1 reads as a 5 and
     the 6 as a 5. A broad pen's strokes (8 px) are left as they are and read the same."""
     from service.dataplane import Timings
 
@@ -607,18 +607,21 @@ def test_a_number_written_with_a_fine_pen_reads_as_with_a_broad_one(plane) -> No
         assert answer["text"] == "0123456789", (width, answer["text"])
 
 
-def test_only_hairline_crops_are_widened(digits) -> None:
+def test_only_a_hairline_numbers_crops_are_widened(digits) -> None:
     """An MNIST digit's crop (its strokes already MNIST's) reaches the normaliser untouched; a 1 drawn
-    one pixel wide reaches the model two pixels wide (MNIST's strokes: 1.2-2.9 px), on its margin of paper."""
-    from service.pictures.hairlines import widened
+    one pixel wide reaches the model two pixels wide (MNIST's strokes: 1.2-2.9 px), on its margin of
+    paper. The pen is judged on the number's own reading, not crop by crop: a thin piece of a number
+    written with a broad pen (half of a doubtful cut) is left as it is, like the rest of its number."""
+    from service.pictures.hairlines import with_mnist_strokes
     from service.pictures.normalise import batch_to_model_input
 
     images, _ = digits
     crop = np.pad(np.kron(images[0][4:24, 4:24], np.ones((3, 3), np.uint8)), 2)  # a 7, 60 px tall
-    assert np.array_equal(widened(crop), crop)
+    assert np.array_equal(with_mnist_strokes([crop], [crop])[0], crop)
     hairline = np.zeros((64, 44), np.uint8)
     hairline[2:62, 21] = 255  # a 1 drawn one pixel wide
-    wider = widened(hairline)
+    assert np.array_equal(with_mnist_strokes([hairline], [crop, crop])[0], hairline)
+    wider = with_mnist_strokes([hairline], [hairline])[0]
     assert wider[:2].max() == 0 and wider[-2:].max() == 0 and wider[:, :2].max() == 0
     frame = batch_to_model_input([wider])[0].reshape(28, 28)
     ink_rows = frame[frame.max(axis=1) > 0.5] > 0.5
