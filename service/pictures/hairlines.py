@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .normalise import _fit, _stroke_width
+from .normalise import fit, stroke_width
 
 __all__ = ["HAIRLINE", "pen_width", "widened", "with_mnist_strokes"]
 
@@ -54,15 +54,15 @@ def pen_width(crops: Sequence[np.ndarray]) -> float:
     to twice the 20-px box."""
     widths = []
     for crop in crops:
-        twice = _fit(np.asarray(crop, dtype=np.uint8), _SCALE * _BOX)
+        twice = fit(np.asarray(crop, dtype=np.uint8), _SCALE * _BOX)
         peak = int(twice.max())
         if peak:
-            widths.append(_stroke_width(twice >= (peak + 1) // 2) / _SCALE)
+            widths.append(stroke_width(twice >= (peak + 1) // 2) / _SCALE)
     return float(np.median(widths)) if widths else float("inf")
 
 
 def widened(crop: np.ndarray) -> np.ndarray:
     """The digit fitted to twice MNIST's box, its strokes one final pixel wider (a 3x3 max filter
     there), with a margin of paper."""
-    twice = _fit(np.asarray(crop, dtype=np.uint8), _SCALE * _BOX)
+    twice = fit(np.asarray(crop, dtype=np.uint8), _SCALE * _BOX)
     return np.pad(np.asarray(Image.fromarray(twice).filter(ImageFilter.MaxFilter(3))), _MARGIN)

@@ -42,7 +42,7 @@ from service.errors import BadRequest
 from .arrays import gray_array, gray_image
 from .photo import digit_ink
 
-__all__ = ["MODES", "SIDE", "batch_to_model_input", "check_mode", "to_model_input"]
+__all__ = ["MODES", "SIDE", "batch_to_model_input", "check_mode", "fit", "stroke_width", "to_model_input"]
 
 MODES = PREPROCESS_MODES
 _FEATURES = FEATURES
@@ -142,9 +142,9 @@ def _fill_frame(gray: np.ndarray, mode: str, frame: np.ndarray) -> None:
         return  # blank: all zeros
     peak = float(crop.max())
     if mode == "mnist":
-        _place_by_centre_of_mass(_fit(crop, _MNIST_BOX), frame)
+        _place_by_centre_of_mass(fit(crop, _MNIST_BOX), frame)
     else:
-        _place_by_box_centre(_fit(crop, SIDE), frame)
+        _place_by_box_centre(fit(crop, SIDE), frame)
     frame *= np.float32(1.0 / peak)  # the strongest ink becomes 1.0, as in MNIST
     np.minimum(frame, np.float32(1.0), out=frame)
 
@@ -156,11 +156,11 @@ def _fill_from_photo(gray: np.ndarray, frame: np.ndarray) -> None:
         return  # no ink: all zeros
     # At twice the final size, measure the stroke as MNIST's was measured (pixels above half the peak)
     # and widen (narrow) it with 3x3 max (min) filters, each adding (removing) one final pixel.
-    twice = _fit(np.round(digit.ink * _F255).astype(np.uint8), 2 * _MNIST_BOX)
+    twice = fit(np.round(digit.ink * _F255).astype(np.uint8), 2 * _MNIST_BOX)
     peak = int(twice.max())
     if peak == 0:
         return
-    width = _stroke_width(twice >= (peak + 1) // 2) / 2
+    width = stroke_width(twice >= (peak + 1) // 2) / 2
     passes = 0
     if width < _THIN_STROKE:
         passes = 1 + int(width < _THIN_STROKE / 2)
@@ -171,7 +171,7 @@ def _fill_from_photo(gray: np.ndarray, frame: np.ndarray) -> None:
         for _ in range(abs(passes)):
             image = image.filter(ImageFilter.MaxFilter(3) if passes > 0 else ImageFilter.MinFilter(3))
         twice = gray_array(image)
-    digit_20 = _fit(twice, _MNIST_BOX)
+    digit_20 = fit(twice, _MNIST_BOX)
     peak = float(digit_20.max())
     if peak == 0.0:
         return
@@ -180,7 +180,7 @@ def _fill_from_photo(gray: np.ndarray, frame: np.ndarray) -> None:
     np.minimum(frame, np.float32(1.0), out=frame)
 
 
-def _stroke_width(mask: np.ndarray) -> float:
+def stroke_width(mask: np.ndarray) -> float:
     """Mean stroke width in pixels: 2 x area / length of the outline (exact for long even strokes)."""
     # outline = changes between neighbours inside + the mask's pixels on its four sides (against the
     # paper beyond them): np.pad's padded copy cost more than the count
@@ -268,7 +268,7 @@ def _has_black_background(gray: np.ndarray) -> bool:
     return 2 * int(np.count_nonzero(border > _NOISE_LEVEL)) < border.size
 
 
-def _fit(crop: np.ndarray, longest: int) -> np.ndarray:
+def fit(crop: np.ndarray, longest: int) -> np.ndarray:
     """Resize so the longest side is ``longest`` px, keeping the aspect ratio (antialiased)."""
     height, width = crop.shape
     scale = longest / max(height, width)
