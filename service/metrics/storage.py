@@ -1,100 +1,58 @@
 """Where a metric value is stored, and what happens when its folder is gone.
 
 In multiprocess mode every value lives in an mmap file under ``PROMETHEUS_MULTIPROC_DIR``
-(``$RUNTIME_DIR/metrics``), one file per metric type and worker, made the first time the worker needs it: a
-fresh worker, a forked one's first update, a new type. When that folder has been removed (a /tmp cleaner
-takes it after days without a change to its mtime) or replaced by a file, prometheus-client raises
-``OSError`` from inside the metric call, and that call sits in the model loader and the request path: a worker
-started then could load no model and closed every connection. Here the value falls back to an in-memory
-float instead, and the worker logs that once. Serving never depends on the metrics folder; only the figures
-of that worker stop being exported (``GET /metrics`` says why, see ``exposition``) until it restarts.
+(``$RUNTIME_DIR/metrics``), one file per metric type and worker, made when the worker makes its first value
+of that type. When that folder has been removed (a /tmp cleaner takes it after days without a change to its
+mtime) or replaced by a file, prometheus-client raises ``OSError`` from that call, and it sits in the model
+loader and the request path: a worker started then could load no model and closed every connection. Here
+the value falls back to an in-memory float instead, and the worker logs that once. Serving never depends on
+the metrics folder; only that worker's figures stop being exported (``GET /metrics`` says why, see
+``exposition``) until it restarts.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
+from collections.abc import Callable
 
 from prometheus_client import values
 
 log = logging.getLogger(__name__)
 
-
-class _Fallback:
-    """Logs the first storage failure of this worker (the pid changes after a fork, so one per worker)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._told = False
-
-    def value(self, error: OSError, args: tuple, kwargs: dict) -> values.MutexValue:
-        with self._lock:
-            if not self._told:
-                self._told = True
-                log.error("the metrics folder cannot be written (%s): this worker keeps its metrics in memory, "
-                          "not exported by GET /metrics, until it restarts; serving is not affected", error)
-        return values.MutexValue(*args, **kwargs)
-
-    def forked(self) -> None:
-        self._told = False
+_lock = threading.Lock()
+_told = False  # every value is made in a worker (all our metrics have labels), so this is per worker
 
 
-_FALLBACK = _Fallback()
+def _in_memory(error: OSError, args: tuple, kwargs: dict) -> values.MutexValue:
+    global _told
+    with _lock:
+        if not _told:
+            _told = True
+            log.error("the metrics folder cannot be written (%s): this worker keeps its metrics in memory, "
+                      "not exported by GET /metrics, until it restarts; serving is not affected", error)
+    return values.MutexValue(*args, **kwargs)
 
 
-def resilient(base: type) -> type:
-    """A value class like ``base`` (prometheus-client's mmap value) that never lets ``OSError`` out."""
+def resilient(base: type) -> Callable[..., object]:
+    """A value factory like ``base`` (prometheus-client's mmap value) that never lets ``OSError`` out.
 
-    class ResilientValue:
-        _multiprocess = True
+    Only making a value can meet a missing folder: each value is made in the worker that uses it (never in
+    the master before the fork), and a made value keeps its open file.
+    """
 
-        def __init__(self, *args, **kwargs) -> None:
-            self._args, self._kwargs = args, kwargs
-            try:
-                self._value = base(*args, **kwargs)
-            except OSError as error:
-                self._value = _FALLBACK.value(error, args, kwargs)
+    def value(*args, **kwargs) -> object:
+        try:
+            return base(*args, **kwargs)
+        except OSError as error:
+            return _in_memory(error, args, kwargs)
 
-        def _retry(self, error: OSError, method: str, *args) -> object:
-            self._value = _FALLBACK.value(error, self._args, self._kwargs)
-            return getattr(self._value, method)(*args)
-
-        def inc(self, amount: float) -> None:
-            try:
-                self._value.inc(amount)
-            except OSError as error:
-                self._retry(error, "inc", amount)
-
-        def set(self, value: float, timestamp: float | None = None) -> None:
-            try:
-                self._value.set(value, timestamp)
-            except OSError as error:
-                self._retry(error, "set", value, timestamp)
-
-        def set_exemplar(self, exemplar: object) -> None:
-            try:
-                self._value.set_exemplar(exemplar)
-            except OSError as error:
-                self._retry(error, "set_exemplar", exemplar)
-
-        def get(self) -> float:
-            try:
-                return self._value.get()
-            except OSError as error:
-                return self._retry(error, "get")
-
-        def get_exemplar(self) -> object:
-            try:
-                return self._value.get_exemplar()
-            except OSError as error:
-                return self._retry(error, "get_exemplar")
-
-    return ResilientValue
+    value._multiprocess = True  # noqa: SLF001 - what prometheus-client reads off its value classes
+    value.resilient = True
+    return value
 
 
 def install() -> None:
     """Make every metric value created from now on resilient (multiprocess mode, once per process)."""
-    if values.ValueClass._multiprocess and values.ValueClass.__name__ != "ResilientValue":  # noqa: SLF001
+    if values.ValueClass._multiprocess and not getattr(values.ValueClass, "resilient", False):  # noqa: SLF001
         values.ValueClass = resilient(values.ValueClass)
-        os.register_at_fork(after_in_child=_FALLBACK.forked)
