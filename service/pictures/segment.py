@@ -431,7 +431,6 @@ def segment_number(gray: np.ndarray, *, max_pieces: int = 32,
     for group in groups:
         options, cut_ink = [], []
         columns = _columns(group, parts)
-        typical = max(float(np.median(columns[columns > 0])) if columns.any() else 1.0, 1.0)
         for cuts in _cut_options(group, parts):
             digits, heights = [], []
             for x0, x1 in cuts:
@@ -444,8 +443,7 @@ def segment_number(gray: np.ndarray, *, max_pieces: int = 32,
             if digits and all(len(d) != len(digits) or
                               [x.box for x in d] != [x.box for x in digits] for d in options):
                 options.append(tuple(digits))
-                cut_ink.append(sum(float(columns[b - group.x0]) for (_, b), (a, _) in zip(cuts, cuts[1:], strict=False)
-                                   if a == b and group.x0 < b < group.x1) / typical)
+                cut_ink.append(_ink_cut_through(cuts, columns, group))
         if options:
             places.append(Place(tuple(options), group.width / max(group.height, 1), tuple(cut_ink)))
     if sum(len(p.options[0]) for p in places) > max_pieces:
@@ -621,6 +619,17 @@ def _cut_options(group: _Group, parts: _Pieces) -> list[list[tuple[int, int]]]:
         right = _split(_Group(group.labels, cut, group.y0, group.x1, group.y1), parts)
         options.append(left + right)
     return options
+
+
+def _ink_cut_through(cuts: list[tuple[int, int]], columns: np.ndarray, group: _Group) -> float:
+    """The ink in the columns where one digit of ``cuts`` ends and the next begins, over the group's median
+    column (``Place.cut_ink``): a cut inside the group crosses strokes there; one at a gap crosses none."""
+    inside = [end for (_, end), (start, _) in zip(cuts, cuts[1:], strict=False)
+              if start == end and group.x0 < end < group.x1]
+    if not inside:
+        return 0.0
+    typical = max(float(np.median(columns[columns > 0])) if columns.any() else 1.0, 1.0)
+    return float(sum(float(columns[x - group.x0]) for x in inside)) / typical
 
 
 def _columns(group: _Group, parts: _Pieces) -> np.ndarray:
