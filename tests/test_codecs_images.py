@@ -23,6 +23,7 @@ from bench.payloads import page_drawing
 from service.codecs.b64 import decode_base64
 from service.errors import BadRequest, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from service.pictures import decode as images
+from service.pictures import pnginflate
 from service.pictures.decode import decode_image
 
 MAX = 4096 * 4096
@@ -75,6 +76,19 @@ def paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
 def handmade_gray_png(pixels: np.ndarray, filters: list[int]) -> bytes:
     """An 8-bit PNG with the given per-row filter types (Pillow does not let us choose): grayscale for
     a 2-D array, RGB or RGBA for 3 or 4 channels."""
+    return png_with_rows(pixels, zlib.compress(filtered_rows(pixels, filters)))
+
+
+def png_with_rows(pixels: np.ndarray, idat: bytes) -> bytes:
+    """An 8-bit PNG of ``pixels``' size and channels (1, 3 or 4) whose image data is ``idat``."""
+    height, width = pixels.shape[:2]
+    colour = {2: 0, 3: {3: 2, 4: 6}.get(pixels.shape[-1])}[pixels.ndim]
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+
+
+def filtered_rows(pixels: np.ndarray, filters: list[int]) -> bytes:
+    """A PNG's uncompressed image data for ``pixels``: each row, its filter type, then filtered bytes."""
     height, width = pixels.shape[:2]
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
     x = pixels.reshape(height, width * channels).astype(np.int64)
@@ -86,14 +100,7 @@ def handmade_gray_png(pixels: np.ndarray, filters: list[int]) -> bytes:
         upleft = np.concatenate(([0] * channels, up[:-channels]))
         predictor = {0: 0, 1: left, 2: up, 3: (left + up) // 2, 4: paeth(left, up, upleft)}[filters[r]]
         rows.append(bytes([filters[r]]) + ((cur - predictor) % 256).astype(np.uint8).tobytes())
-    colour = {1: 0, 3: 2, 4: 6}[channels]
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", ihdr)
-        + png_chunk(b"IDAT", zlib.compress(b"".join(rows)))
-        + png_chunk(b"IEND", b"")
-    )
+    return b"".join(rows)
 
 
 def png_header_claiming(width: int, height: int) -> bytes:
@@ -220,6 +227,93 @@ def test_the_pages_drawing_takes_the_fast_path_with_the_slow_paths_pixels() -> N
         slow = decode_image(data, max_pixels=MAX)
     np.testing.assert_array_equal(fast, slow)
     assert fast.shape == (280, 280) and fast[0, 0] == 255 and fast.min() < 40  # white page, dark ink
+
+
+@contextlib.contextmanager
+def without_zlib_ng():
+    """Decode big PNGs as on a platform without zlib-ng: libspng inflates the original stream."""
+    installed = pnginflate.zlib_ng
+    pnginflate.zlib_ng = None
+    try:
+        yield
+    finally:
+        pnginflate.zlib_ng = installed
+
+
+def decode_outcome(data: bytes) -> tuple:
+    """What a client gets for ``data``: the gray pixels, or the error's status and message."""
+    try:
+        return ("pixels", decode_image(data, max_pixels=MAX).tobytes())
+    except ServiceError as error:
+        return ("error", error.status, error.message)
+
+
+def big_picture(seed: int, height: int, width: int, channels: int) -> np.ndarray:
+    """Strokes on a plain background with some noise: compresses like a real picture, not like noise."""
+    rng = np.random.default_rng(seed)
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    pixels = np.full(shape, rng.integers(0, 256, channels, dtype=np.uint8).squeeze(), np.uint8)
+    for _ in range(6):
+        top, left = rng.integers(0, height), rng.integers(0, width)
+        pixels[top : top + rng.integers(3, 40), left : left + rng.integers(3, 40)] = rng.integers(0, 256, channels)
+    noisy = rng.random((height, width)) < 0.02
+    pixels[noisy] = rng.integers(0, 256, (int(noisy.sum()),) + shape[2:], dtype=np.uint8)
+    return pixels
+
+
+#: Ways a big PNG's image data may be wrong while every chunk CRC is right.
+STREAM_EDITS = {
+    "none": lambda rows: zlib.compress(rows),
+    "cut short": lambda rows: zlib.compress(rows)[:-9],
+    "data after the stream": lambda rows: zlib.compress(rows) + b"\x00junk",
+    "one row too many": lambda rows: zlib.compress(rows + rows[: len(rows) // 100]),
+    "one row too few": lambda rows: zlib.compress(rows[: len(rows) - len(rows) // 100]),
+    "a bad filter type": lambda rows: zlib.compress(b"\x09" + rows[1:]),
+    "a bad checksum": lambda rows: zlib.compress(rows)[:-1] + bytes([zlib.compress(rows)[-1] ^ 1]),
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(100, 300),
+    st.integers(100, 300),
+    st.sampled_from([1, 3, 4]),
+    st.sampled_from(sorted(STREAM_EDITS)),
+    st.integers(1, 4),
+)
+def test_big_pngs_inflated_by_zlib_ng_decode_exactly_as_without_it(seed, height, width, channels, edit, parts):
+    """Inflating a big PNG's stream with zlib-ng (pnginflate.py) never changes what a client gets:
+    the same pixels for a good file, the same error for a bad one, whatever the filters, channels and
+    number of IDAT chunks."""
+    pixels = big_picture(seed, height, width, channels)
+    filters = np.random.default_rng(seed).integers(0, 5, height).tolist()
+    stream = STREAM_EDITS[edit](filtered_rows(pixels, filters))
+    cuts = np.linspace(0, len(stream), parts + 1).astype(int)
+    data = png_with_rows(pixels, stream)
+    if parts > 1:  # libpng writes 8 KiB IDAT chunks: split the same stream into several
+        chunks = b"".join(png_chunk(b"IDAT", stream[a:b]) for a, b in zip(cuts, cuts[1:], strict=False))
+        data = data[:33] + chunks + png_chunk(b"IEND", b"")
+    with fast_png_decoder("pyspng"):
+        rewrapped = pnginflate.stored_png(data[:33], images._png_image_data(data), width, height,
+                                          {1: 0, 3: 2, 4: 6}[channels])
+        assert (rewrapped is not None) == (edit == "none")  # only a sound stream takes the shortcut
+        faster = decode_outcome(data)
+        with without_zlib_ng():
+            assert decode_outcome(data) == faster
+    if edit == "none":
+        gray = pixels if channels == 1 else np.asarray(Image.open(io.BytesIO(data)).convert("RGBA").convert("L"))
+        assert faster[0] == "pixels" and (channels != 1 or faster[1] == gray.tobytes())
+    elif edit in ("cut short", "one row too few", "a bad filter type"):
+        assert faster[0] == "error" and faster[1] == 400
+    # (Extra data, an extra row and a wrong Adler-32 were, and stay, decoded as libspng reads them.)
+
+
+def test_the_pages_drawing_is_inflated_by_zlib_ng() -> None:
+    """The commonest big picture takes the shortcut (a wheel exists for every platform we build on)."""
+    data = page_drawing()
+    assert pnginflate.zlib_ng is not None, "zlib-ng is not installed, though pyproject.toml installs it"
+    assert pnginflate.stored_png(data[:33], images._png_image_data(data), 280, 280, 6) is not None
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,56 @@
+"""A big PNG's image data inflated by zlib-ng, handed back to libspng as a PNG that needs no inflating.
+
+Why: the web page's 280x280 RGBA drawing is the commonest picture the service gets, and most of its
+decode is zlib's inflate (about 0.5 ms of pyspng's 0.7 ms here: 313 KB of output from 5-10 KB of
+stream). zlib-ng's inflate does the same in about 0.07 ms. libspng (pyspng) has no way to take a
+different inflater, so we inflate the IDAT stream ourselves and give libspng the same PNG with the
+inflated bytes in *stored* deflate blocks (a memcpy to inflate); libspng still does what it does
+best, un-filtering the rows and converting the pixel format, and gives exactly the pixels it gives
+for the original file. On the page's drawing that is about 0.3 ms instead of 0.5-0.7 ms.
+
+Only a stream that inflates completely to exactly the size the header says is rewrapped; for
+anything else (corrupt, short, long, data after the stream) this returns None and the caller decodes
+the original file as before, so errors are reported exactly as without this module. Small pictures
+(an MNIST digit) are left alone: there the rewrap costs more than zlib's inflate.
+
+zlib-ng is an optional accelerator like pyspng: without it, this returns None.
+"""
+
+from __future__ import annotations
+
+import struct
+
+try:
+    from zlib_ng import zlib_ng
+except ImportError:  # pyproject.toml installs it; a platform without a wheel decodes as before
+    zlib_ng = None
+
+__all__ = ["stored_png"]
+
+#: Smallest inflated image data worth rewrapping (bytes): a 128x128 RGB picture. An MNIST digit's
+#: 812 bytes inflate in microseconds with zlib already.
+MIN_INFLATED_BYTES = 128 * 128 * 3
+_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_CHANNELS = {0: 1, 2: 3, 6: 4}  # PNG colour type -> samples per pixel, for the fast path's 8-bit types
+
+
+def stored_png(header: bytes, idat: list[memoryview], width: int, height: int, colour: int) -> bytes | None:
+    """The PNG of ``header`` (signature + IHDR, 33 bytes) with ``idat``'s zlib stream inflated and
+    stored uncompressed, or None when this does not apply (no zlib-ng, small, or not exactly valid).
+
+    The stream is inflated to at most one byte past the expected size, so a deflate bomb costs no
+    more than the picture the header declares (which the caller has already bounded).
+    """
+    expected = height * (1 + width * _CHANNELS[colour])  # each row: a filter byte, then its samples
+    if zlib_ng is None or expected < MIN_INFLATED_BYTES:
+        return None
+    inflater = zlib_ng.decompressobj()
+    try:
+        raw = inflater.decompress(b"".join(idat), expected + 1)
+    except zlib_ng.error:
+        return None
+    if len(raw) != expected or not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
+        return None
+    stored = zlib_ng.compress(raw, 0)  # zlib header, 64 KiB stored blocks, Adler-32
+    crc = zlib_ng.crc32(stored, zlib_ng.crc32(b"IDAT"))
+    return b"".join((header, struct.pack(">I", len(stored)), b"IDAT", stored, struct.pack(">I", crc), _IEND))
