@@ -23,8 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 gc.disable()
 
 from service.config import load_settings  # noqa: E402
+from service.malloc import keep_request_buffers_in_heap  # noqa: E402
 
 _settings = load_settings()
+keep_request_buffers_in_heap()  # before any worker is forked: they inherit it (see service/malloc.py)
 
 
 def _patch_all_for_gevent() -> None:

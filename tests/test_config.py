@@ -75,3 +75,22 @@ def test_workers_default_to_the_cores_this_process_may_use():
                             preexec_fn=lambda: os.sched_setaffinity(0, one_core))
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1", "1"]
+
+
+def test_glibc_malloc_thresholds_are_set_unless_the_operator_set_them(monkeypatch) -> None:
+    """service/malloc.py: the server keeps request-sized buffers in the heap, but an operator's own
+    glibc setting (read by glibc at start-up) is never overridden."""
+    import platform
+
+    from service.malloc import keep_request_buffers_in_heap
+
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
+    assert keep_request_buffers_in_heap() is (platform.libc_ver()[0] == "glibc")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.cpu.hwcaps=-AVX512F")  # other tunables: still set
+    assert keep_request_buffers_in_heap() is (platform.libc_ver()[0] == "glibc")
+    for setting in ("MALLOC_MMAP_THRESHOLD_=1048576", "GLIBC_TUNABLES=glibc.malloc.trim_threshold=0"):
+        name, _, value = setting.partition("=")
+        with monkeypatch.context() as env:
+            env.setenv(name, value)
+            assert keep_request_buffers_in_heap() is False
