@@ -17,7 +17,7 @@ connections fell to half its rate in two runs of eight. So a worker accepts per 
 connections as it already serves (at least 1, at most ``ACCEPT_PER_PASS``): an idle worker takes one,
 then serves it, and the other worker gets its share of a small burst; a loaded worker still takes a
 big burst within a few rounds. Measured (tests/test_connection_spread.py's bursts of 8 on 2 workers):
-no burst of 18 went whole to one worker on an idle machine (before: 7 of 18); with another process
+no burst of 18 went whole to one worker on an idle machine (before: 8 of 18); with another process
 keeping one core busy, 3 of 30 still did, when the other worker was not scheduled in time.
 """
 
