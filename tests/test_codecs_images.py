@@ -295,8 +295,8 @@ def test_big_pngs_inflated_by_zlib_ng_decode_exactly_as_without_it(seed, height,
         chunks = b"".join(png_chunk(b"IDAT", stream[a:b]) for a, b in zip(cuts, cuts[1:], strict=False))
         data = data[:33] + chunks + png_chunk(b"IEND", b"")
     with fast_png_decoder("pyspng"):
-        rewrapped = pnginflate.stored_png(data[:33], images._png_image_data(data), width, height,
-                                          {1: 0, 3: 2, 4: 6}[channels])
+        colour = data[25]  # the IHDR's colour type
+        rewrapped = pnginflate.stored_png(data[:33], images._png_image_data(data), width, height, colour)
         # only a big picture's complete stream of exactly the rows' size takes the shortcut (a bad filter
         # type is such a stream: libspng refuses it after the rewrap, as it refuses the original)
         big = height * (1 + width * channels) >= pnginflate.MIN_INFLATED_BYTES

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import struct
 
+from .pngrows import expected_png_data_size
+
 try:
     from zlib_ng import zlib_ng
 except ImportError:  # pyproject.toml installs it; a platform without a wheel decodes as before
@@ -34,7 +36,6 @@ __all__ = ["stored_png"]
 #: 812 bytes inflate in microseconds with zlib already.
 MIN_INFLATED_BYTES = 128 * 128 * 3
 _IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-_CHANNELS = {0: 1, 2: 3, 6: 4}  # PNG colour type -> samples per pixel, for the fast path's 8-bit types
 
 
 def stored_png(header: bytes, idat: list[memoryview], width: int, height: int, colour: int) -> bytes | None:
@@ -44,8 +45,8 @@ def stored_png(header: bytes, idat: list[memoryview], width: int, height: int, c
     The stream is inflated to at most one byte past the expected size, so a deflate bomb costs no
     more than the picture the header declares (which the caller has already bounded).
     """
-    expected = height * (1 + width * _CHANNELS[colour])  # each row: a filter byte, then its samples
-    if zlib_ng is None or expected < MIN_INFLATED_BYTES:
+    expected = expected_png_data_size(width, height, 8, colour, 0)  # the fast path's 8-bit, non-interlaced
+    if zlib_ng is None or expected is None or expected < MIN_INFLATED_BYTES:
         return None
     inflater = zlib_ng.decompressobj()
     try:
