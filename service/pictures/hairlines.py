@@ -25,8 +25,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import ImageFilter
 
+from .arrays import gray_array, gray_image
 from .normalise import fit, stroke_width
 
 __all__ = ["HAIRLINE", "pen_width", "widened", "with_mnist_strokes"]
@@ -65,4 +66,4 @@ def widened(crop: np.ndarray) -> np.ndarray:
     """The digit fitted to twice MNIST's box, its strokes one final pixel wider (a 3x3 max filter
     there), with a margin of paper."""
     twice = fit(np.asarray(crop, dtype=np.uint8), _SCALE * _BOX)
-    return np.pad(np.asarray(Image.fromarray(twice).filter(ImageFilter.MaxFilter(3))), _MARGIN)
+    return np.pad(gray_array(gray_image(twice).filter(ImageFilter.MaxFilter(3))), _MARGIN)
