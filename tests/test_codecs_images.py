@@ -320,6 +320,36 @@ def test_the_pages_drawing_is_inflated_by_zlib_ng() -> None:
 
 
 @pytest.mark.parametrize(
+    ("height", "width", "channels"),
+    [(255, 256, 1), (256, 85, 3), (510, 256, 1), (257, 255, 1)],
+    ids=["65535 bytes: one full block", "65536: a full block and one byte", "131070: two full blocks",
+         "65535 + 257: a second block of 257"],
+)
+def test_stored_blocks_end_where_the_rows_do(height, width, channels) -> None:
+    """The rewrap's stored deflate blocks (at most 65,535 bytes each) hold the inflated rows exactly,
+    the last one marked final, whether the rows fill whole blocks or not; libspng then gives the
+    original file's pixels."""
+    pixels = big_picture(height + width, height, width, channels)
+    rows = filtered_rows(pixels, np.random.default_rng(width).integers(0, 5, height).tolist())
+    data = png_with_rows(pixels, zlib.compress(rows))
+    rewrapped = pnginflate.stored_png(data[:33], images._png_image_data(data), width, height, data[25])
+    assert rewrapped is not None
+    (length,) = struct.unpack_from(">I", rewrapped, 33)
+    stream = rewrapped[41 : 41 + length]
+    assert stream[:2] == b"\x78\x01" and (stream[0] << 8 | stream[1]) % 31 == 0  # a valid zlib header
+    inflater = zlib.decompressobj(-15)  # the blocks alone, as raw deflate (the Adler-32 is not written)
+    assert inflater.decompress(stream[2:-4]) == rows and inflater.eof and not inflater.unused_data
+    blocks = -(-len(rows) // 65535)
+    assert length == 2 + 5 * blocks + len(rows) + 4
+    assert rewrapped[41 + length + 4 :] == b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    with fast_png_decoder("pyspng"):
+        np.testing.assert_array_equal(images.pyspng.load(rewrapped), images.pyspng.load(data))
+        with without_zlib_ng():
+            expected = decode_outcome(data)
+        assert decode_outcome(data) == expected and expected[0] == "pixels"
+
+
+@pytest.mark.parametrize(
     ("name", "data", "tolerance"),
     [
         ("png-L", encode(Image.fromarray(digit_like()), "PNG"), 0),

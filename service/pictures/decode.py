@@ -15,7 +15,7 @@ Fast path: the service's commonest uploads are PNGs: a small 8-bit grayscale one
 the web page's 280x280 RGBA drawing. For 8-bit, non-interlaced gray, RGB and RGBA PNGs, we
 check the PNG chunks ourselves (CRCs, types) and decode with pyspng (libspng, a fuzzed C decoder that
 returns a numpy array: ~7 µs for a digit, against ~25 µs for Pillow's decoder fed the zlib stream and
-~50 µs for Pillow's full open/load; ~0.3 ms for the page's drawing, whose image data zlib-ng inflates
+~50 µs for Pillow's full open/load; ~0.2 ms for the page's drawing, whose image data zlib-ng inflates
 first (pnginflate.py), against ~1 ms for Pillow). Colour
 and alpha are then flattened by the same Pillow calls as on the slow path, so both give the same
 pixels. pyspng has no wheel for some platforms (Linux on ARM); there the fast path feeds Pillow's PNG
