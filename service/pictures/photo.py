@@ -178,13 +178,9 @@ def _flatten(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pad = 2 * _CLOSING
     padded = _continued(coarse, pad)
     closed = rank_filter(rank_filter(padded, _CLOSING, np.maximum), _CLOSING, np.minimum)
-    opened = rank_filter(rank_filter(padded, _CLOSING, np.minimum), _CLOSING, np.maximum)
     pad -= 2 * (_CLOSING // 2)  # margin left around the picture's own cells
-    inner = (slice(pad, pad + coarse.shape[0]), slice(pad, pad + coarse.shape[1]))
-    # the strokes each filter erased: the largest 0.5 % of its residual
-    dark = strongest(np.subtract(closed[inner], coarse, dtype=np.int32), 200)
-    light = strongest(np.subtract(coarse, opened[inner], dtype=np.int32), 200)
-    dark_ink = 2 * light <= 3 * dark  # dark ink unless light clearly dominates: most photos are of pen on paper
+    opened = None if _bright(coarse) else _opening(padded, coarse, closed, pad)
+    dark_ink = opened is None
     level = _box3(closed if dark_ink else opened)  # smoothed: the filters leave steps between cells
     pad -= 1
     if not dark_ink:  # light ink on a dark ground: measured against white, as if inverted
@@ -199,6 +195,27 @@ def _flatten(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ink = np.divide(below, paper, dtype=np.float32)
     np.clip(ink, np.float32(0.0), np.float32(1.0), out=ink)
     return ink, below
+
+
+def _bright(coarse: np.ndarray) -> bool:
+    """True when most of the picture is light (its mean above mid-grey): paper, so the ink is dark.
+
+    Light ink (chalk, an MNIST-style picture) lies on a dark ground; on a light one, the opening
+    and the two residuals that compare it with the closing are not needed (~0.1 ms of a photo's ~2).
+    """
+    return 2 * int(coarse.sum(dtype=np.int64)) >= 255 * coarse.size
+
+
+def _opening(padded: np.ndarray, coarse: np.ndarray, closed: np.ndarray, pad: int) -> np.ndarray | None:
+    """The opening of ``padded`` when its light strokes clearly outweigh the dark ones the closing
+    erased (light ink on a dark ground), else None: dark ink, the closing is the paper."""
+    opened = rank_filter(rank_filter(padded, _CLOSING, np.minimum), _CLOSING, np.maximum)
+    inner = (slice(pad, pad + coarse.shape[0]), slice(pad, pad + coarse.shape[1]))
+    # the strokes each filter erased: the largest 0.5 % of its residual
+    dark = strongest(np.subtract(closed[inner], coarse, dtype=np.int32), 200)
+    light = strongest(np.subtract(coarse, opened[inner], dtype=np.int32), 200)
+    # dark ink unless light clearly dominates: most photos are of pen on paper
+    return None if 2 * light <= 3 * dark else opened
 
 
 def _continued(image: np.ndarray, pad: int) -> np.ndarray:
@@ -483,6 +500,11 @@ def _digit(components: Components, ink: np.ndarray) -> tuple[np.ndarray, tuple[i
     end-exclusive)."""
     if components.count == 0:
         return None
+    if components.count == 1:  # most photos once the hysteresis has run: ``_cluster`` keeps the one
+        # component, whose box its runs give (in row order) without the per-component statistics
+        rows = components.row
+        box = (int(rows[0]), int(rows[-1]) + 1, int(components.start.min()), int(components.stop.max()))
+        return components.mask(np.ones(1, bool)), box
     weight = np.bincount(components.label, weights=components.run_sums(ink), minlength=components.count)
     boxes = components.boxes()
     keep = _cluster(components, weight, boxes)
