@@ -274,8 +274,10 @@ def _upscale(level: np.ndarray, pad: int, cells: tuple[int, int], shape: tuple[i
     tall += (level[lower] - tall) * weight[:, None]
     left, _, weight = cols
     # right = left + 1: the neighbours' differences, taken once on the small grid, then one gather
-    # each of the two (the same float32 arithmetic as subtracting the gathered columns)
-    out = tall[:, left]
+    # each of the two (the same float32 arithmetic as subtracting the gathered columns). ``take``
+    # keeps rows in order (``tall[:, left]`` is column-major), and the ink, divided into this array,
+    # is read row-major by every later step
+    out = tall.take(left, axis=1)
     step = np.subtract(tall[:, 1:], tall[:, :-1]).take(left, axis=1)
     step *= weight
     out += step
