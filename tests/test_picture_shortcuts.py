@@ -204,3 +204,20 @@ def test_the_digit_halved_by_averaging_has_the_size_and_ink_of_the_lanczos_fit()
             halved = normalise._halved(twice)
             assert halved.shape == normalise.fit(twice, 20).shape
             assert abs(float(halved.mean()) - float(twice.mean())) < 3.0  # averaging keeps the ink's mass
+
+
+def test_the_paper_upscaled_equals_the_plain_bilinear_blend_and_is_row_major():
+    # the columns' blend from the small grid's differences: the same float32 arithmetic; row-major,
+    # as every later step of the photo path reads the ink divided into it
+    rng = np.random.default_rng(12)
+    for _ in range(50):
+        pad = int(rng.integers(1, 8))
+        cells = (int(rng.integers(2, 60)), int(rng.integers(2, 60)))
+        shape = (int(rng.integers(cells[0], 300)), int(rng.integers(cells[1], 300)))
+        level = (rng.random((cells[0] + 2 * pad, cells[1] + 2 * pad)) * 255).astype(np.float32)
+        upper, lower, weight = photo._taps(pad, cells[0], shape[0])
+        tall = level[upper] + (level[lower] - level[upper]) * weight[:, None]
+        left, right, weight = photo._taps(pad, cells[1], shape[1])
+        expected = tall[:, left] + (tall[:, right] - tall[:, left]) * weight
+        found = photo._upscale(level, pad, cells, shape)
+        assert np.array_equal(found, expected) and found.flags.c_contiguous
