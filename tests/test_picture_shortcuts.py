@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from service.pictures import normalise, photo
+from service.pictures import photo
 from service.pictures.components import label_runs
 from service.pictures.decode import _opaque
 from service.pictures.morphology import strongest
@@ -194,16 +194,6 @@ def test_a_bright_picture_is_dark_ink_as_the_opening_would_have_said():
         closed = photo.rank_filter(photo.rank_filter(padded, 7, np.maximum), 7, np.minimum)
         assert photo._opening(padded, coarse, closed, 2 * photo._CLOSING - 6) is None
     assert checked >= 40
-
-
-def test_the_digit_halved_by_averaging_has_the_size_and_ink_of_the_lanczos_fit():
-    rng = np.random.default_rng(11)
-    for other in range(1, 41):
-        for shape in ((40, other), (other, 40)):
-            twice = (rng.random(shape) * 255).astype(np.uint8)
-            halved = normalise._halved(twice)
-            assert halved.shape == normalise.fit(twice, 20).shape
-            assert abs(float(halved.mean()) - float(twice.mean())) < 3.0  # averaging keeps the ink's mass
 
 
 def test_the_paper_upscaled_equals_the_plain_bilinear_blend_and_is_row_major():

@@ -171,21 +171,13 @@ def _fill_from_photo(gray: np.ndarray, frame: np.ndarray) -> None:
         for _ in range(abs(passes)):
             image = image.filter(ImageFilter.MaxFilter(3) if passes > 0 else ImageFilter.MinFilter(3))
         twice = gray_array(image)
-    digit_20 = _halved(twice)
+    digit_20 = fit(twice, _MNIST_BOX)
     peak = float(digit_20.max())
     if peak == 0.0:
         return
     _place_by_centre_of_mass(digit_20, frame)
     frame *= np.float32(1.0 / peak)
     np.minimum(frame, np.float32(1.0), out=frame)
-
-
-def _halved(twice: np.ndarray) -> np.ndarray:
-    """``fit(twice, _MNIST_BOX)`` for a digit fitted at twice that size, by averaging (Pillow's box
-    filter): a factor of two needs no Lanczos lobes, and the box filter costs a third as much."""
-    height, width = twice.shape
-    size = (max(1, round(width / 2)), max(1, round(height / 2)))
-    return gray_array(gray_image(twice).resize(size, Image.Resampling.BOX))
 
 
 def stroke_width(mask: np.ndarray) -> float:
