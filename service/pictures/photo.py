@@ -34,8 +34,8 @@ from one histogram, work that cannot matter is skipped (no vote without enough s
 without lines, no clustering of a single component, no opening on a bright picture), and arrays stay
 row-major. Each shortcut gives the same pixels as the plain computation it replaced
 (``tests/test_picture_shortcuts.py``); the one exception, a bright picture taken for dark ink without
-the opening's vote, changed one of the 1,200 photos of ``bench.fieldaccuracy``'s seeds 41-42 (a bright
-one the vote had called light ink: misread before, read now).
+the opening's vote, changed 3 of the 2,400 photos of ``bench.fieldaccuracy``'s seeds 41-43 (bright ones
+the vote had called light ink: misread before, read now).
 """
 
 from __future__ import annotations
