@@ -6,7 +6,8 @@
 Also the two picture payloads of ``bench/bench.py`` (its png280rgba and jpeg1600 scenarios, from
 ``bench/payloads.py``), so their share of a request's CPU is measured without the HTTP path.
 
-One picture at a time in this process (as one worker handling one request): wall-clock median and p90,
+One picture at a time in this process (as one worker handling one request, with the worker's glibc
+malloc settings: ``service/malloc.py``, which gunicorn.conf.py applies): wall-clock median and p90,
 CPU time per picture, and the peak memory one 12 MP picture adds (max RSS growth, measured in a fresh
 child process so earlier allocations do not hide it), with DCT-scaled decoding and, for comparison,
 full-size decoding. For the JPEGs also the decode alone and libjpeg's floor (what any decoder on Pillow
@@ -28,6 +29,7 @@ from PIL import Image
 
 from bench.fieldcorpus import FieldCorpus, mnist_test_digits
 from bench.payloads import page_drawing, phone_photo
+from service.malloc import keep_request_buffers_in_heap
 from service.pictures.decode import decode_image
 from service.pictures.normalise import batch_to_model_input
 
@@ -118,8 +120,10 @@ def peak_memory_mb(path: str, min_side: str) -> float:
     """
     code = f"""
 import numpy as np
+from service.malloc import keep_request_buffers_in_heap
 from service.pictures.decode import decode_image
 from service.pictures.normalise import batch_to_model_input
+keep_request_buffers_in_heap()
 def peak_kb():
     with open('/proc/self/status') as status:
         return next(int(line.split()[1]) for line in status if line.startswith('VmHWM:'))
@@ -139,6 +143,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=6, help="distinct 12 MP photos")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    keep_request_buffers_in_heap()  # as in a worker: without it a photo's buffers come from fresh mmaps
     photos = [s.data for s in FieldCorpus().samples(args.photos, seed=7, frame=(4000, 3000), portrait=False)]
     sizes = [len(p) / 1e6 for p in photos]
     print(f"12 MP JPEGs: {len(photos)} photos, {min(sizes):.1f}-{max(sizes):.1f} MB")

@@ -152,3 +152,62 @@ def test_a_stroke_crossing_a_removed_line_gets_the_line_pixels_back_and_no_line_
     back = photo.crossings(lines, stroke)
     assert np.array_equal(np.argwhere(back), np.argwhere(lines & (np.arange(160) // 4 == 25)))
     assert not photo.crossings(np.zeros_like(lines), stroke).any()
+
+
+def test_a_single_component_is_the_digit_with_its_runs_box_as_the_clustering_gives():
+    # one component left after the hysteresis (most photos): the shortcut skips the clustering
+    rng = np.random.default_rng(9)
+    for _ in range(200):
+        shape = tuple(rng.integers(1, 60, 2))
+        mask = np.zeros(shape, bool)
+        top, left = rng.integers(0, shape[0]), rng.integers(0, shape[1])
+        mask[top:, left:] = rng.random((shape[0] - top, shape[1] - left)) < 0.8
+        found = label_runs(mask)
+        if found.count != 1:
+            continue
+        boxes = found.boxes()
+        keep = photo._cluster(found, np.ones(1), boxes)
+        chosen = boxes[keep]
+        expected = (chosen[:, 0].min(), chosen[:, 1].max(), chosen[:, 2].min(), chosen[:, 3].max())
+        digit, box = photo._digit(found, mask.astype(np.float32))
+        assert box == tuple(int(value) for value in expected)
+        assert np.array_equal(digit, found.mask(keep))
+
+
+def test_a_bright_picture_is_dark_ink_as_the_opening_would_have_said():
+    # without the opening on mostly light pictures (paper): the paper, and so the ink, of the full test
+    rng = np.random.default_rng(10)
+    checked = 0
+    for _ in range(60):
+        shape = tuple(rng.integers(60, 260, 2))
+        paper = rng.uniform(130, 250) * np.linspace(1.0, rng.uniform(0.7, 1.0), shape[1])[None, :]
+        picture = paper + rng.normal(0, rng.uniform(1, 6), shape)
+        top, left = rng.integers(0, shape[0] // 2), rng.integers(0, shape[1] // 2)
+        picture[top : top + shape[0] // 3, left : left + 4] -= rng.uniform(20, 120)  # a dark stroke
+        gray = np.clip(picture, 0, 255).astype(np.uint8)
+        factor = max(1, min(shape) // photo._COARSE_SIDE)
+        coarse = photo.gray_array(photo.gray_image(gray).reduce(factor)) if factor > 1 else gray
+        if not photo._bright(coarse):
+            continue  # a dim picture: the full test runs
+        checked += 1
+        padded = photo._continued(coarse, 2 * photo._CLOSING)
+        closed = photo.rank_filter(photo.rank_filter(padded, 7, np.maximum), 7, np.minimum)
+        assert photo._opening(padded, coarse, closed, 2 * photo._CLOSING - 6) is None
+    assert checked >= 40
+
+
+def test_the_paper_upscaled_equals_the_plain_bilinear_blend_and_is_row_major():
+    # the columns' blend from the small grid's differences: the same float32 arithmetic; row-major,
+    # as every later step of the photo path reads the ink divided into it
+    rng = np.random.default_rng(12)
+    for _ in range(50):
+        pad = int(rng.integers(1, 8))
+        cells = (int(rng.integers(2, 60)), int(rng.integers(2, 60)))
+        shape = (int(rng.integers(cells[0], 300)), int(rng.integers(cells[1], 300)))
+        level = (rng.random((cells[0] + 2 * pad, cells[1] + 2 * pad)) * 255).astype(np.float32)
+        upper, lower, weight = photo._taps(pad, cells[0], shape[0])
+        tall = level[upper] + (level[lower] - level[upper]) * weight[:, None]
+        left, right, weight = photo._taps(pad, cells[1], shape[1])
+        expected = tall[:, left] + (tall[:, right] - tall[:, left]) * weight
+        found = photo._upscale(level, pad, cells, shape)
+        assert np.array_equal(found, expected) and found.flags.c_contiguous
