@@ -4,6 +4,7 @@ Runs each picture through the service's own path (``service.pictures``: decode, 
 published ONNX model with onnxruntime, and prints accuracy overall and per condition::
 
     python -m bench.fieldaccuracy --count 400 --seed 1
+    python -m bench.fieldaccuracy --count 400 --seed 1 --only pencil   # the same seed's pencil photos alone
 
 Tests import ``evaluate`` and the corpora to assert floors on fixed seeds.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -147,23 +148,42 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--clean", type=int, default=2000, help="clean MNIST PNGs and user-style digits")
     parser.add_argument("--sheet", type=Path, default=None, help="write a contact sheet of photo misses here")
+    parser.add_argument(
+        "--only",
+        choices=sorted(CONDITIONS),
+        default=None,
+        help="score only the photos of this condition (the same ones as in a full run of the seed); "
+        "skips the clean and user-style rows",
+    )
     args = parser.parse_args()
     sess = session()
     images, labels = mnist_test_digits()
     picks = np.random.default_rng(args.seed).choice(len(images), args.clean, replace=False)
-    for title, samples in (
+    corpora = (
         ("clean MNIST PNGs", lambda: clean_mnist_pngs(images, labels, picks)),
         ("user-style digits", lambda: user_style(images, labels, picks, args.seed)),
         ("photos (MNIST test digits)", lambda: FieldCorpus(images, labels).samples(args.count, args.seed)),
         ("drawn strokes, clean", lambda: _clean_strokes(args.count, args.seed)),
         ("drawn strokes, photographed", lambda: StrokeCorpus().samples(args.count, args.seed)),
-    ):
+    )
+    if args.only:
+        corpora = tuple((f"{title}, {args.only} only", _only(args.only, samples)) for title, samples in corpora)
+        corpora = corpora[2:3] + corpora[4:]  # the photographed corpora: their conditions are drawn per photo
+    for title, samples in corpora:
         start = time.perf_counter()
         counts, misses = evaluate(sess, samples())
         _print(title, counts, time.perf_counter() - start)
         if args.sheet and title.startswith("photos"):
             contact_sheet(misses, args.sheet)
             print(f"  misses: {args.sheet}")
+
+
+def _only(name: str, samples: Callable[[], Iterable[Sample]]) -> Callable[[], Iterator[Sample]]:
+    """The samples made under condition ``name``: all are generated (the corpus draws each photo's
+    conditions from one stream, so this keeps the same photos as a full run), the rest skipped
+    before they are normalised."""
+    test = CONDITIONS[name]
+    return lambda: (sample for sample in samples() if test(sample.conditions))
 
 
 def _clean_strokes(count: int, seed: int) -> list[Sample]:

@@ -111,6 +111,21 @@ def test_a_faint_small_digit_wins_over_a_strip_of_table_beside_the_page() -> Non
     height, width = digit.mask.shape
     assert height < 2 * width, digit.mask.shape  # the ring's crop, not the tall strip
 
+def test_a_pencil_digit_in_pieces_is_gathered_and_a_dark_dot_beside_it_is_not() -> None:
+    """Pencil pressed lightly breaks a stroke into pieces farther apart than a pen's gaps (a 3's two arcs):
+    a faint digit's pieces are gathered from farther away (``_FAINT_NEAR``), but only those written as
+    faintly: a dark dot beside it (dust, a pen's touch) is another mark (``_SAME_PENCIL``)."""
+    paper = page()
+    paper[90:130, 118:123] -= 60  # the main stroke, 40 px tall, pencil-faint (~0.3 of the paper)
+    paper[62:76, 118:123] -= 60  # its upper piece, 14 px above: beyond 0.3 x 40, within 0.6 x 40
+    paper[108:113, 134:139] = 40  # a dark dot 12 px right of the stroke, as near as the pen rule reaches
+    digit = photo.digit_ink(as_gray(paper))
+    assert digit is not None
+    height, width = digit.mask.shape
+    assert height >= 66, digit.mask.shape  # both pieces (62..130)
+    assert width <= 8, digit.mask.shape  # the stroke's own width: the dot left out
+
+
 def test_light_ink_on_a_dark_ground_is_ink() -> None:
     rng = np.random.default_rng(2)
     board = 50.0 + rng.normal(0, 2, (180, 240)) + np.linspace(0, 30, 240)[None, :]

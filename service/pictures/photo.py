@@ -23,7 +23,8 @@ pictures well) turns a gradient or a ruled line into "ink". So, in order:
    Lines are found by voting on per-strip hits (16 strips), not on every pixel.
 5. ``digit_mask``: the dominant component by ink mass, plus the pieces near it (a 5's detached bar, a
    stroke cut by a removed line); far specks and remnants are dropped; ``crossings`` then puts back
-   the line pixels under the digit's strokes (digit ink on both sides of the line).
+   the line pixels under the digit's strokes (digit ink on both sides of the line). A faint (pencil)
+   digit falls into pieces farther apart: they are gathered from farther away, if as faint as it.
 
 ``digit_ink`` runs all of it; ``service.pictures.normalise`` then does MNIST's own normalisation. Numpy
 and Pillow only; no Flask (training imports this too). Cost: ~2 ms of CPU for a photo decoded at 1/8
@@ -76,6 +77,12 @@ _MISSING = 3  # ... in all but this many blocks (a digit, at most 60 % of the sh
 _LINE_REACH = 2  # rows either side of a found line's centre that may belong to it (thickness, blur)
 _NEAR = 0.3  # pieces within this fraction of the digit's size from its box join it
 _MIN_PIECE = 0.04  # ... if they hold at least this fraction of its area
+# Faint ink (pencil): a digit whose strokes average less than this strength (of the paper's contrast;
+# a pen's are ~0.6-0.9) is written faintly, and its strokes break up where the pressure eases ...
+_FAINT_INK = 0.45
+_FAINT_NEAR = 0.6  # ... so its sizeable pieces are looked for farther away ...
+_FAINT_PIECE = 0.15  # ... (at least this fraction of its ink: a broken-off stroke, not grain) ...
+_SAME_PENCIL = 2.0  # ... and a piece more than this many times darker than its strokes is another mark
 _SAMPLE = 64  # the noise floor is measured on about this many rows and columns of the picture
 
 
@@ -524,7 +531,15 @@ def _digit(components: Components, ink: np.ndarray) -> tuple[np.ndarray, tuple[i
 
 
 def _cluster(components: Components, area: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Which components form the digit: the largest, and the sizeable pieces near its box."""
+    """Which components form the digit: the largest, and the sizeable pieces near its box.
+
+    ``area`` is each component's ink mass. A faint (pencil) digit's strokes fall apart where the
+    pencil was pressed lightly, often farther apart than a pen's gaps (a 3's two arcs, a 5's bar):
+    its sizeable pieces (``_FAINT_PIECE`` of its ink; grain and crumbs are smaller) are looked for up
+    to ``_FAINT_NEAR`` of its size away (``_NEAR`` otherwise), and only pieces written as faintly (at
+    most ``_SAME_PENCIL`` times its mean strength) join it -- dust and a pen's dots are darker than
+    pencil, and by mass a dark dot passed for a piece of a pencil digit.
+    """
     height, width = components.shape
     # a long thin component spanning most of the picture is what is left of the page's edge or a line,
     # not a digit (at most 60 % of the short side): it wins only when nothing else is there (a strip of
@@ -536,18 +551,18 @@ def _cluster(components: Components, area: np.ndarray, boxes: np.ndarray) -> np.
     main = int(np.argmax(score))
     keep = np.zeros(components.count, bool)
     keep[main] = True
+    pieces = (area >= _MIN_PIECE * area[main]) & ~edge_like
+    strength = area / np.maximum(components.area(), 1)  # mean ink strength of each component
+    faint = bool(strength[main] < _FAINT_INK)
+    if faint:
+        pieces &= strength <= _SAME_PENCIL * strength[main]
+    far_pieces = pieces & (area >= _FAINT_PIECE * area[main])
     top, bottom, left, right = boxes[main]
     for _ in range(2):
         size = max(bottom - top, right - left)
-        margin = _NEAR * size
-        near = (
-            (boxes[:, 0] < bottom + margin)
-            & (boxes[:, 1] > top - margin)
-            & (boxes[:, 2] < right + margin)
-            & (boxes[:, 3] > left - margin)
-            & (area >= _MIN_PIECE * area[main])
-            & ~edge_like
-        )
+        near = _within(boxes, (top, bottom, left, right), _NEAR * size) & pieces
+        if faint:
+            near |= _within(boxes, (top, bottom, left, right), _FAINT_NEAR * size) & far_pieces
         keep |= near
         chosen = boxes[keep]
         box = (chosen[:, 0].min(), chosen[:, 1].max(), chosen[:, 2].min(), chosen[:, 3].max())
@@ -555,3 +570,14 @@ def _cluster(components: Components, area: np.ndarray, boxes: np.ndarray) -> np.
             break  # the same box finds the same pieces again
         top, bottom, left, right = box
     return keep
+
+
+def _within(boxes: np.ndarray, box: tuple[int, int, int, int], margin: float) -> np.ndarray:
+    """Which boxes (top, bottom, left, right) reach within ``margin`` of ``box``."""
+    top, bottom, left, right = box
+    return (
+        (boxes[:, 0] < bottom + margin)
+        & (boxes[:, 1] > top - margin)
+        & (boxes[:, 2] < right + margin)
+        & (boxes[:, 3] > left - margin)
+    )
