@@ -111,6 +111,7 @@ def test_a_faint_small_digit_wins_over_a_strip_of_table_beside_the_page() -> Non
     height, width = digit.mask.shape
     assert height < 2 * width, digit.mask.shape  # the ring's crop, not the tall strip
 
+
 def test_a_pencil_digit_in_pieces_is_gathered_and_a_dark_dot_beside_it_is_not() -> None:
     """Pencil pressed lightly breaks a stroke into pieces farther apart than a pen's gaps (a 3's two arcs):
     a faint digit's pieces are gathered from farther away (``_FAINT_NEAR``), but only those written as
