@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .blocking import run_blocking
 from .errors import NotFound, Unavailable
+from .malloc import release_free_heap
 from .repository import (
     CARD_FILE,
     MODEL_FILE,
@@ -98,6 +99,7 @@ class ModelRegistry:
         self._synced_once = threading.Event()
         self._repository_trouble = False
         self._trouble: dict[str, str] = {}  # model -> the policy/listing problem last logged
+        self._released = False  # a version was let go at the last sync: its heap is handed back at the next
 
     # -- reading (request path: no locks, one dict lookup) -----------------------------------------
 
@@ -142,6 +144,9 @@ class ModelRegistry:
         thread, so the worker keeps answering requests (health checks too) while a scan or load is slow.
         """
         with self._lock:
+            if self._released:  # by now the requests that still held the old version have finished
+                self._released = False
+                release_free_heap()
             try:
                 names = run_blocking(_scan_repository, self.repository)
             except OSError as exc:
@@ -174,6 +179,7 @@ class ModelRegistry:
             known = self._known[key]
             if known.model is not None:
                 self.events.unloaded(*key)
+                self._released = True
             still_there = key[0] in names and key[0] not in self._unloaded and _exists(
                 version_dir(self.repository, *key))
             if known.refused and still_there:
