@@ -36,11 +36,8 @@ def keep_request_buffers_in_heap() -> bool:
 
     Returns True when they were set, False where this is not glibc or the operator chose otherwise.
     """
-    if platform.libc_ver()[0] != "glibc" or _operator_chose():
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = None if _operator_chose() else _glibc()
+    if libc is None:
         return False
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
         libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
@@ -62,11 +59,18 @@ def release_free_heap() -> bool:
     thresholds). The registry calls this once after it lets a version go. Returns False where this is
     not glibc.
     """
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = _glibc()
+    if libc is None:
         return False
     libc.malloc_trim(0)
     return True
+
+
+def _glibc() -> ctypes.CDLL | None:
+    """glibc itself, or None where the C library is another (musl, macOS) or cannot be loaded."""
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
