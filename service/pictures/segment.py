@@ -48,6 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
+from .blurjoins import split_blurred_joins
 from .components import label_runs
 from .morphology import rank_filter, strongest, under_strokes
 
@@ -199,7 +200,9 @@ def ink_map(gray: np.ndarray) -> InkMap:
     ys, xs = np.nonzero(strong)  # strong pixels are weak ones too (the faint threshold is lower)
     keep = np.zeros(pieces.count, dtype=bool)
     keep[pieces.label_at(ys, xs)] = True
-    return InkMap(strength, pieces.mask(keep))
+    # Two digits a pixel or two apart meet in their strokes' blur: such a piece is cut along the
+    # strokes' half-maximum cores (pictures/blurjoins.py).
+    return InkMap(strength, split_blurred_joins(pieces.subset(keep), level, strong))
 
 
 def _grain_smoothed(strength: np.ndarray) -> tuple[np.ndarray, bool]:
