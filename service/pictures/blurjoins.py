@@ -41,15 +41,21 @@ def split_blurred_joins(pieces: Components, level: np.ndarray, strong: np.ndarra
     mask = pieces.mask(np.ones(pieces.count, dtype=bool))
     if pieces.count == 0 or not strong.any():
         return mask
-    edge = HALF_MAXIMUM * float(np.percentile(level[strong], _CORE_PERCENTILE))
-    core = mask & (level >= edge)
+    piece_boxes = pieces.corners()  # (x0, y0, x1, y1)
+    # Looked for only where the ink is (a number is often a small part of the frame); every strong
+    # pixel lies in a piece.
+    x0, y0 = piece_boxes[:, :2].min(axis=0)
+    x1, y1 = piece_boxes[:, 2:].max(axis=0)
+    window = (slice(y0, y1), slice(x0, x1))
+    edge = HALF_MAXIMUM * float(np.percentile(level[window][strong[window]], _CORE_PERCENTILE))
+    core = mask[window] & (level[window] >= edge)
     cores = label_runs(core)
     if cores.count < 2:
         return mask
     # Each core lies inside one piece (the core is a subset of the mask): the piece at its first run.
     _, first_run = np.unique(cores.label, return_index=True)
-    owner = pieces.label_at(cores.row[first_run], cores.start[first_run])
-    piece_boxes, core_boxes = pieces.corners(), cores.corners()  # (x0, y0, x1, y1)
+    owner = pieces.label_at(cores.row[first_run] + y0, cores.start[first_run] + x0)
+    core_boxes = cores.corners() + np.array([x0, y0, x0, y0])
     joined = np.zeros(pieces.count, dtype=bool)
     for piece in np.unique(owner[np.bincount(owner, minlength=pieces.count)[owner] >= 2]):
         height = piece_boxes[piece, 3] - piece_boxes[piece, 1]
@@ -59,7 +65,9 @@ def split_blurred_joins(pieces: Components, level: np.ndarray, strong: np.ndarra
         joined[piece] = any(_side_by_side(core_boxes[a], core_boxes[b]) for a, b in zip(tall, tall[1:], strict=False))
     if not joined.any():
         return mask
-    return np.where(pieces.mask(joined), core, mask)
+    cut = mask.copy()
+    cut[window] = np.where(pieces.mask(joined)[window], core, mask[window])
+    return cut
 
 
 def _side_by_side(one: np.ndarray, other: np.ndarray) -> bool:

@@ -9,7 +9,10 @@ Two steps with a clean seam between them:
    straight lines across the whole picture (ruled or squared paper, the page's edge: ``ruled_lines``)
    taken out of the faint mask first, except where a stroke crosses them. Grainy ink (pencil: its
    strokes fall into specks at the strong threshold) is thresholded on a 3x3 mean, with floors set
-   by the paper's own noise rather than a fixed contrast (``_thresholds``). Anything that
+   by the paper's own noise rather than a fixed contrast (``_thresholds``). The hysteresis keeps a
+   blurred stroke's halo too, so two digits a pixel or two apart can meet in it: a piece whose
+   half-maximum stroke cores are two digit-tall strokes side by side is cut along them
+   (``blurjoins.split_blurred_joins``). Anything that
    returns an ``InkMap`` for a gray picture plugs in (``segment_number(gray, ink=...)``). Part A's
    ``photo.ink_map`` was tried here and lost (``python -m bench.numbercorpus --count 200 --score``,
    whole-string, seeds 1 / 3): as is, photo 0.81 / 0.81 -> 0.66 / 0.71 and plain 0.90 / 0.83 ->
