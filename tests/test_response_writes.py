@@ -39,7 +39,8 @@ def exchange(conn: socket.socket, request: bytes) -> tuple[bytes, bytes]:
         assert chunk, "the server closed a kept-alive connection"
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    lines = head.split(b"\r\n")
+    length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length"))
     while len(body) < length:
         chunk = conn.recv(65536)
         assert chunk, "the server closed the connection in the middle of a body"
