@@ -1,9 +1,9 @@
 """A gevent worker's answer reaches the client as one TCP segment: status line, headers and body together.
 
 gunicorn writes the header block and the body in two sends, and with TCP_NODELAY (which it sets) each is a
-segment of its own that wakes the client: twice the kernel work and client wake-ups per request (the
-phone photo's profile showed ~8 % of a worker's samples in those sends). How many data segments the
-client's socket received is read from Linux's own counter (``TCP_INFO``'s ``tcpi_data_segs_in``).
+segment of its own that wakes the client: twice the sends and client wake-ups per request. How many
+data segments the client's socket received is read from Linux's own counter (``TCP_INFO``'s
+``tcpi_data_segs_in``).
 """
 
 from __future__ import annotations
