@@ -276,23 +276,25 @@ def _upscale(level: np.ndarray, pad: int, cells: tuple[int, int], shape: tuple[i
     """Bilinear interpolation of the ``cells`` inside ``level``'s margin of ``pad`` onto ``shape`` (float32).
 
     Rows on the small grid first, then columns: one gather of each neighbouring column and a blend
-    (a third of Pillow's resize from a float image, which filters the whole output twice).
+    (a third of Pillow's resize from a float image, which filters the whole output twice). The work is
+    done on the transposed grid, so that the big gathers (of the output's columns) copy whole rows:
+    numpy's ``take`` along the last axis copies one 4-byte value at a time (two of those on the full
+    grid were half of this function's time), along the first it copies rows. The same float32
+    arithmetic, element by element, as the plain blend (``tests/test_picture_shortcuts.py``).
     """
-    rows = _taps(pad, cells[0], shape[0])
-    cols = _taps(pad, cells[1], shape[1])
-    upper, lower, weight = rows
-    tall = level[upper]
-    tall += (level[lower] - tall) * weight[:, None]
-    left, _, weight = cols
+    upper, lower, down = _taps(pad, cells[0], shape[0])
+    left, _, across = _taps(pad, cells[1], shape[1])
+    columns = np.ascontiguousarray(level.T)  # the small grid, one row per column
+    stretched = columns.take(upper, axis=1)  # (columns, height): the rows blended to full height
+    stretched += (columns.take(lower, axis=1) - stretched) * down
     # right = left + 1: the neighbours' differences, taken once on the small grid, then one gather
-    # each of the two (the same float32 arithmetic as subtracting the gathered columns). ``take``
-    # keeps rows in order (``tall[:, left]`` is column-major), and the ink, divided into this array,
-    # is read row-major by every later step
-    out = tall.take(left, axis=1)
-    step = np.subtract(tall[:, 1:], tall[:, :-1]).take(left, axis=1)
-    step *= weight
+    # each of the two (the same float32 arithmetic as subtracting the gathered columns)
+    out = stretched.take(left, axis=0)
+    step = np.subtract(stretched[1:], stretched[:-1]).take(left, axis=0)
+    step *= across[:, None]
     out += step
-    return out
+    # back in row order: the ink, divided into this array, is read row-major by every later step
+    return np.ascontiguousarray(out.T)
 
 
 @lru_cache(maxsize=64)
