@@ -7,11 +7,9 @@ classifies each digit as ``variants.READ_SHIFTS`` shifted copies and averages th
 (``variants.averaged``: a renormalised geometric mean); the single-digit path does the same for the
 pictures that took the photo path, and only for them -- a clean 28x28 PNG, a drawing from our page
 and a raw tensor are classified once, as before -- and only when the model is unsure of the photo
-(``DOUBTFUL``). A confident photo costs ~10 µs more than before (the check); a doubtful one a second
-onnxruntime call of nine rows (0.29 ms against 0.14 ms for one, on the loaded 2-core dev machine)
-plus ~0.25 ms of shifting and averaging. ``bench.fieldaccuracy`` runs this module too: photos
-right, main -> with the copies, seeds 51 / 52 (1,200 each) 1,149 -> 1,157 / 1,162 -> 1,168, seed
-53 (600) 581 -> 586 together with the page-edge rule of ``photo._cluster``.
+(``DOUBTFUL``): a confident answer costs nothing more than before (a second onnxruntime call of
+nine rows for a doubtful one, ~0.1-0.3 ms). Measured with ``bench.fieldaccuracy`` (which runs
+this module too): see ``tests/test_field_pictures.py`` and bench/RESULTS.md.
 
 The flags travel with the batch (``PictureBatch``: an ndarray that knows which of its rows are
 photos), so every route that turns pictures into a batch with ``DataPlane.images_to_batch`` and runs
