@@ -22,7 +22,6 @@ from PIL import Image
 
 from bench.fieldcorpus import FieldCorpus, Sample, StrokeCorpus, mnist_test_digits
 from service.contract import INPUT_NAME, OUTPUT_NAME
-from service.pictures import photo_copies
 from service.pictures.decode import decode_image
 from service.pictures.normalise import batch_to_model_input
 
@@ -50,13 +49,9 @@ def session(model: Path = MODEL):
 
 
 def predict(sess, datas: Iterable[bytes]) -> np.ndarray:
-    """Labels for encoded pictures, through decode_image + batch_to_model_input + the model, the
-    photos classified as shifted copies as the service's predict path does (``photo_copies``)."""
+    """Labels for encoded pictures, through decode_image + batch_to_model_input + the model."""
     grays = [decode_image(data, max_pixels=MAX_PIXELS) for data in datas]
-    photos = np.zeros(len(grays), dtype=bool)
-    rows = batch_to_model_input(grays, photos=photos)
-    probabilities = photo_copies.classify(lambda part: sess.run([OUTPUT_NAME], {INPUT_NAME: part})[0],
-                                          rows, photos, len(rows) * 9)
+    (probabilities,) = sess.run([OUTPUT_NAME], {INPUT_NAME: batch_to_model_input(grays)})
     return probabilities.argmax(1)
 
 

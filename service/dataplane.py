@@ -20,7 +20,7 @@ from .errors import BadRequest, Unprocessable
 from .items import check_item_count
 from .model_status import model_status
 from .pictures import batch as pictures
-from .pictures import hairlines, photo_copies, variants
+from .pictures import hairlines, variants
 from .pictures.decode import decode_picture
 from .pictures.normalise import batch_to_model_input
 from .pictures.segment import READ_MIN_SIDE, TooManyPieces, candidates, choose, segment_number
@@ -107,41 +107,25 @@ class DataPlane:
 
     def pictures_to_batch(self, blobs: list[bytes], mode: str, *, where: str | None = None) -> np.ndarray:
         """``images_to_batch`` once the preprocessing mode is known: decode and normalise the pictures one
-        at a time, within the request's pixel budget (MAX_REQUEST_PIXELS; service/pictures/batch.py).
-        The rows that took the photo path are flagged (``photo_copies.marked``): ``infer`` classifies
-        them as shifted copies."""
-        photos = np.zeros(len(blobs), dtype=bool)
-        rows = pictures.pictures_to_batch(
+        at a time, within the request's pixel budget (MAX_REQUEST_PIXELS; service/pictures/batch.py)."""
+        return pictures.pictures_to_batch(
             blobs, mode, max_pixels=self.settings.max_image_pixels,
             max_request_pixels=self.settings.max_request_pixels,
             describe=(lambda index: f"{where} element {index}") if where is not None else None,
-            photos=photos,
         )
-        return photo_copies.marked(rows, photos)
 
     # -- inference -------------------------------------------------------------------------------
 
     def infer(self, model: LoadedModel, batch: np.ndarray, timings: Timings | None = None) -> np.ndarray:
         """Probabilities [N, 10] for a batch [N, 784]: one onnxruntime call, possibly shared with
-        concurrent requests when dynamic batching is on (see batching.py). The rows of a batch of
-        pictures that took the photo path are classified as shifted copies, their answers averaged
-        (``photo_copies``; the copies are not counted as items)."""
+        concurrent requests when dynamic batching is on (see batching.py)."""
         self.check_items(len(batch))
-        photos = photo_copies.photos_of(batch)
-        if photos is None:
-            return self._run(model, batch, timings, len(batch))
-        items = [len(batch)]  # counted once, with the first slice
-        return photo_copies.classify(lambda rows: self._run(model, rows, timings, items.pop() if items else 0),
-                                     batch, photos, self.settings.max_batch_items)
-
-    def _run(self, model: LoadedModel, batch: np.ndarray, timings: Timings | None, items: int) -> np.ndarray:
-        """``infer``'s one onnxruntime call, booked in ``timings`` as ``items`` items."""
         start = time.perf_counter()
         result = self.batcher.run(model, batch)
         if timings is not None:
             if not timings.items:
                 timings.decode = start - timings.created
-            timings.items += items
+            timings.items += len(batch)
             timings.queue += result.queue_seconds
             timings.inference += result.inference_seconds
             timings.queued = self.batcher.enabled

@@ -24,7 +24,7 @@ import numpy as np
 from service.contract import FEATURES
 from service.errors import PayloadTooLarge, ServiceError
 from service.pictures.decode import decode_image
-from service.pictures.normalise import batch_to_model_input, check_mode
+from service.pictures.normalise import batch_to_model_input, check_mode, to_model_input
 
 __all__ = ["declared_pixels", "pictures_to_batch"]
 
@@ -40,15 +40,13 @@ def pictures_to_batch(
     max_pixels: int,
     max_request_pixels: int,
     describe: Callable[[int], str] | None = None,
-    photos: np.ndarray | None = None,
 ) -> np.ndarray:
     """Decode and normalise ``pictures`` one at a time into a C-contiguous float32 [N, 784] batch.
 
     ``max_pixels`` bounds each picture (``MAX_IMAGE_PIXELS``), ``max_request_pixels`` all of them
     together (``MAX_REQUEST_PIXELS``); both are checked from headers before pixels are decoded.
     ``describe(index)`` names a picture in error messages (default: ``image <index>`` when there is more
-    than one, nothing for a single picture). ``photos`` (bool [N]), when given, is set True for the
-    pictures normalised by the photo path.
+    than one, nothing for a single picture).
     """
     check_mode(mode)
     count = len(pictures)
@@ -58,14 +56,13 @@ def pictures_to_batch(
         _check_declared_total(pictures, max_request_pixels)
     if count == 1:  # the commonest request keeps normalise's single-picture shortcut
         gray = _decode(pictures[0], 0, max_pixels, max_request_pixels, max_request_pixels, describe)
-        return _named(batch_to_model_input, [gray], mode, photos, index=0, describe=describe)
+        return _named(batch_to_model_input, [gray], mode, index=0, describe=describe)
     out = np.zeros((count, FEATURES), dtype=np.float32)
     left = max_request_pixels
     for index, picture in enumerate(pictures):
         gray = _decode(picture, index, max_pixels, left, max_request_pixels, describe)
         left -= gray.size
-        flag = None if photos is None else photos[index:index + 1]
-        out[index] = _named(batch_to_model_input, [gray], mode, flag, index=index, describe=describe)[0]
+        out[index] = _named(to_model_input, gray, mode, index=index, describe=describe)
         del gray  # at most one decoded picture alive at a time
     return out
 

@@ -72,12 +72,10 @@ def to_model_input(gray: np.ndarray, mode: str = "mnist") -> np.ndarray:
     return out
 
 
-def batch_to_model_input(grays: list[np.ndarray], mode: str = "mnist", photos: np.ndarray | None = None) -> np.ndarray:
+def batch_to_model_input(grays: list[np.ndarray], mode: str = "mnist") -> np.ndarray:
     """Turn N grayscale images into one C-contiguous float32 [N, 784] array (a single allocation).
 
-    Each image is written straight into its row, so a batch costs no copies beyond the output. When
-    ``photos`` (bool [N]) is given, the rows normalised by the photo path are set True in it (the
-    predict path classifies those as shifted copies: ``photo_copies``).
+    Each image is written straight into its row, so a batch costs no copies beyond the output.
     """
     check_mode(mode)
     if len(grays) == 1 and (row := _already_mnist_like(grays[0], mode)) is not None:
@@ -86,13 +84,11 @@ def batch_to_model_input(grays: list[np.ndarray], mode: str = "mnist", photos: n
     frames = out.reshape(len(grays), SIDE, SIDE)
     for index, gray in enumerate(grays):
         try:
-            photo = _fill_frame(_as_gray(gray), mode, frames[index])
+            _fill_frame(_as_gray(gray), mode, frames[index])
         except BadRequest as exc:
             if len(grays) == 1:
                 raise
             raise BadRequest(f"image {index}: {exc.message}") from None
-        if photos is not None:
-            photos[index] = photo
     return out
 
 
@@ -127,12 +123,11 @@ def _as_gray(gray: np.ndarray) -> np.ndarray:
     return gray
 
 
-def _fill_frame(gray: np.ndarray, mode: str, frame: np.ndarray) -> bool:
-    """Write the model input for one image into ``frame`` (a zeroed float32 28x28 view); True when it
-    took the photo path."""
+def _fill_frame(gray: np.ndarray, mode: str, frame: np.ndarray) -> None:
+    """Write the model input for one image into ``frame`` (a zeroed float32 28x28 view)."""
     if _needs_no_normalisation(gray, mode):
         np.divide(gray, _F255, out=frame)  # keep the pixels exactly
-        return False
+        return
     if mode == "none":
         raise BadRequest(
             f"preprocess=none needs a {SIDE}x{SIDE} image, got {gray.shape[1]}x{gray.shape[0]}; "
@@ -141,10 +136,10 @@ def _fill_frame(gray: np.ndarray, mode: str, frame: np.ndarray) -> bool:
     border = _Border(gray)
     if mode == "mnist" and min(gray.shape) >= _SMALLEST_PHOTO and not border.is_flat():
         _fill_from_photo(gray, frame)
-        return True
+        return
     crop = _ink_crop(gray, border)
     if crop is None:
-        return False  # blank: all zeros
+        return  # blank: all zeros
     peak = float(crop.max())
     if mode == "mnist":
         _place_by_centre_of_mass(fit(crop, _MNIST_BOX), frame)
@@ -152,7 +147,6 @@ def _fill_frame(gray: np.ndarray, mode: str, frame: np.ndarray) -> bool:
         _place_by_box_centre(fit(crop, SIDE), frame)
     frame *= np.float32(1.0 / peak)  # the strongest ink becomes 1.0, as in MNIST
     np.minimum(frame, np.float32(1.0), out=frame)
-    return False
 
 
 def _fill_from_photo(gray: np.ndarray, frame: np.ndarray) -> None:
