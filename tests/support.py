@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 
 import pytest
 
@@ -31,3 +32,22 @@ def require_program(name: str, why: str) -> str:
     if os.environ.get("REQUIRE_SYSTEM_DEPS") == "1":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def read_http_response(conn: socket.socket) -> tuple[bytes, bytes]:
+    """One whole HTTP response from a kept-alive connection: (head, body), the body as long as its
+    Content-Length says."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        assert chunk, "the server closed a kept-alive connection"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length"))
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        assert chunk, "the server closed the connection in the middle of a body"
+        body += chunk
+    assert len(body) == length, (head, body)
+    return head, body

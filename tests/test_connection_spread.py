@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import GunicornServer
+from tests.support import GunicornServer, read_http_response
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 
@@ -26,17 +26,8 @@ REQUEST = b"GET /v2/health/ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
 def read_response(conn: socket.socket) -> bytes:
-    """One whole HTTP response (headers and its Content-Length body) from a kept-alive connection."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(4096)
-        assert chunk, "the server closed a kept-alive connection"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length"))
-    while len(body) < length:
-        body += conn.recv(4096)
+    """One whole 200 response from a kept-alive connection: its head."""
+    head, _ = read_http_response(conn)
     assert head.startswith(b"HTTP/1.1 200"), head
     return head
 

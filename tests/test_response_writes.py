@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.support import GunicornServer, bar_png
+from tests.support import GunicornServer, bar_png, read_http_response
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads Linux's TCP_INFO")
 
@@ -33,20 +33,7 @@ def data_segments_in(conn: socket.socket) -> int:
 def exchange(conn: socket.socket, request: bytes) -> tuple[bytes, bytes]:
     """Send one request on a kept-alive connection and read its whole response: (head, body)."""
     conn.sendall(request)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        assert chunk, "the server closed a kept-alive connection"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length"))
-    while len(body) < length:
-        chunk = conn.recv(65536)
-        assert chunk, "the server closed the connection in the middle of a body"
-        body += chunk
-    assert len(body) == length, (head, body)
-    return head, body
+    return read_http_response(conn)
 
 
 def post(body: bytes) -> bytes:
