@@ -112,6 +112,20 @@ def test_a_faint_small_digit_wins_over_a_strip_of_table_beside_the_page() -> Non
     assert height < 2 * width, digit.mask.shape  # the ring's crop, not the tall strip
 
 
+def test_a_faint_digit_wins_over_what_is_left_of_the_page_edge() -> None:
+    """The page's edge, broken where lines were taken out, leaves dark strips shorter than the picture
+    and off its border: a flat one (no digit is six times wider than tall) is not the digit while a
+    faint pencil digit is there (``_EDGE_STRIP``; it outweighed the digit and was read as a 5)."""
+    for strip in ((slice(8, 12), slice(100, 200)), (slice(170, 173), slice(30, 130))):
+        paper = page()
+        paper[strip] = 60
+        paper[ring(paper, (120, 110), 10, 3)] = 150
+        digit = photo.digit_ink(as_gray(paper))
+        assert digit is not None
+        height, width = digit.mask.shape
+        assert 15 <= height <= 30 and 15 <= width <= 30, (strip, digit.mask.shape)  # the ring's crop
+
+
 def test_a_pencil_digit_in_pieces_is_gathered_and_a_dark_dot_beside_it_is_not() -> None:
     """Pencil pressed lightly breaks a stroke into pieces farther apart than a pen's gaps (a 3's two arcs):
     a faint digit's pieces are gathered from farther away (``_FAINT_NEAR``), but only those written as
