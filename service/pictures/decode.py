@@ -34,10 +34,11 @@ import zlib
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from service.pictures.arrays import gray_array
+from service.pictures.jpeg import jpeg_to_gray
 from service.pictures.pnginflate import stored_png
 from service.pictures.pngrows import require_complete_png_rows, require_complete_rows
 
@@ -106,7 +107,16 @@ CAMERA_MIN_SIDE = 150
 _DCT_SCALES = (8, 4, 2)  # libjpeg can scale by 1/8, 1/4, 1/2 while decoding (Image.draft)
 
 _EXIF_ORIENTATION = 0x0112
-_ROTATED = frozenset(range(2, 9))  # EXIF orientations other than 1 (upright)
+# What turns each EXIF orientation upright (ImageOps.exif_transpose's table); 5-8 swap width and height.
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 _CORRUPT = "the image data is truncated or corrupt; send the complete, unmodified file"
 _ANIMATED = (
     "animated images are not supported; send a single frame "
@@ -345,23 +355,29 @@ def _decode_with_pillow(data: bytes, fmt: str, max_pixels: int, min_side: int | 
             if getattr(image, "is_animated", False) and image.format != "MPO":
                 raise BadRequest(_ANIMATED)
             stored = image.size
-            if image.format in ("JPEG", "MPO"):
-                _draft(image, min_side)
+            gray = None
+            if image.format in ("JPEG", "MPO"):  # TurboJPEG decodes it, unless it declines (jpeg.py)
+                scale = _draft(image, min_side)
+                gray = jpeg_to_gray(data, image.mode, scale, image.size)
             if fmt == "PNG":  # Pillow pads short image data; checked after the pixel limit (it inflates)
                 require_complete_png_rows(data, MAX_PNG_CHUNKS)
-            _load(image)
-            upright = _upright(image)
-            rotated = upright.size != image.size
-            return DecodedPicture(_to_gray(upright), (stored[1], stored[0]) if rotated else stored)
+            if gray is None:
+                _load(image)
+                gray = _to_gray(image)
+            orientation = _orientation(image)  # turned upright after the gray conversion: fewer bytes
+            if orientation in _TRANSPOSE:
+                gray = np.asarray(Image.fromarray(gray).transpose(_TRANSPOSE[orientation]))
+            rotated = orientation >= 5
+            return DecodedPicture(gray, (stored[1], stored[0]) if rotated else stored)
         finally:
             image.close()
 
 
-def _draft(image: Image.Image, min_side: int | None) -> None:
+def _draft(image: Image.Image, min_side: int | None) -> int:
     """Ask libjpeg for grayscale (faster, same result) at the smallest DCT scale that keeps ``min_side``.
 
     Pillow's ``draft`` picks the largest reduction that fits ``size`` a whole number of times, so we ask
-    for the size divided by our chosen scale, rounded down.
+    for the size divided by our chosen scale, rounded down. Returns the reduction Pillow chose.
     """
     width, height = image.size
     scale = 1
@@ -369,7 +385,9 @@ def _draft(image: Image.Image, min_side: int | None) -> None:
         if min_side == DECODE_MIN_SIDE and min(width, height) >= CAMERA_SHORT_SIDE:
             min_side = CAMERA_MIN_SIDE  # the default, for a camera's frame (see CAMERA_MIN_SIDE)
         scale = next((s for s in _DCT_SCALES if min(width, height) // s >= min_side), 1)
-    image.draft("L" if image.mode in ("RGB", "YCbCr") else None, (max(1, width // scale), max(1, height // scale)))
+    drafted = image.draft("L" if image.mode in ("RGB", "YCbCr") else None,
+                          (max(1, width // scale), max(1, height // scale)))
+    return 1 if drafted is None else round(width / drafted[1][2])
 
 
 def _require_trailer(data: bytes, fmt: str) -> None:
@@ -423,18 +441,17 @@ def _load(image: Image.Image) -> None:
         raise BadRequest(_CORRUPT) from None
 
 
-def _upright(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation (phone photos are stored sideways). A broken EXIF block is ignored."""
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (phone photos are stored sideways); 1 (upright) when absent or unreadable."""
     if "exif" not in image.info and image.format != "TIFF":
-        return image
+        return 1
     try:
-        if image.getexif().get(_EXIF_ORIENTATION, 1) not in _ROTATED:
-            return image  # upright already: skip exif_transpose, which would copy the image
-        return ImageOps.exif_transpose(image)
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        return orientation if orientation in _TRANSPOSE else 1
     except MemoryError:
         raise
-    except Exception:  # noqa: BLE001 - unreadable EXIF metadata: keep the pixels as stored
-        return image
+    except Exception:  # noqa: BLE001 - unreadable EXIF metadata (or an unhashable value): as stored
+        return 1
 
 
 def _to_gray(image: Image.Image) -> np.ndarray:
