@@ -9,7 +9,9 @@ translate it; nothing Pillow says (paths, internals) reaches the client.
 
 The format is detected from the file's magic bytes, never from the client's Content-Type, and Pillow is
 told to try only that format, so a file cannot smuggle in one of Pillow's rarer (and less hardened)
-decoders.
+decoders. A JPEG's pixels, once Pillow has opened the file (size limit, mode, EXIF), come from
+libjpeg-turbo's TurboJPEG interface in one call (``jpeg.py``: the same pixels, for less); what it
+declines (CMYK, anything libjpeg warns about) Pillow decodes.
 
 Fast path: the service's commonest uploads are PNGs: a small 8-bit grayscale one (an MNIST digit) and
 the web page's 280x280 RGBA drawing. For 8-bit, non-interlaced gray, RGB and RGBA PNGs, we
