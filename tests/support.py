@@ -4,11 +4,13 @@ share), and what only tests need.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
 
 import pytest
+from PIL import Image
 
 from bench.server import (  # noqa: F401 - re-exported for the tests
     FASHION_DIR,
@@ -32,6 +34,13 @@ def require_program(name: str, why: str) -> str:
     if os.environ.get("REQUIRE_SYSTEM_DEPS") == "1":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    """``image`` saved as a ``fmt`` file (Pillow's ``save`` options), as bytes: what a client uploads."""
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
 
 
 def read_http_response(conn: socket.socket) -> tuple[bytes, bytes]:

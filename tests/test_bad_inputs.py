@@ -30,7 +30,7 @@ from bench.bounds import (
     webp_bomb,
 )
 
-from .support import bar_png
+from .support import bar_png, encode
 
 ROW = [0.0] * 784
 
@@ -218,18 +218,12 @@ def bar_pixels() -> np.ndarray:
     return pixels
 
 
-def encoded(image: Image.Image, fmt: str, **save) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format=fmt, **save)
-    return buf.getvalue()
-
-
 # Each is a clear "1" in an unusual encoding: accepted, and still read as a 1.
 ACCEPTED_ODDITIES = [
-    ("CMYK JPEG", raw(encoded(Image.fromarray(bar_pixels()).convert("RGB").convert("CMYK"), "JPEG",
+    ("CMYK JPEG", raw(encode(Image.fromarray(bar_pixels()).convert("RGB").convert("CMYK"), "JPEG",
                               quality=95), "image/jpeg")),
     ("16-bit PNG", raw(png(Image.fromarray(bar_pixels().astype(np.uint16) * 257)))),
-    ("JPEG sent as octet-stream", raw(encoded(Image.fromarray(bar_pixels()), "JPEG", quality=95),
+    ("JPEG sent as octet-stream", raw(encode(Image.fromarray(bar_pixels()), "JPEG", quality=95),
                                       "application/octet-stream")),
     ("interlaced (Adam7) PNG", raw(raw_png(bar_pixels(), interlace=True))),
     ("interlaced PNG of odd size 23x37", raw(raw_png(np.pad(bar_pixels(), ((0, 9), (0, 0)))[:, 5:28], interlace=True))),

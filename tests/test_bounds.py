@@ -41,7 +41,7 @@ from service.pictures.batch import declared_pixels, pictures_to_batch
 from service.repository import VersionPolicy, read_regular_file, valid_model_name, write_policy
 from service.runtime import ModelCard, ModelLoadError, load_version
 
-from .support import MODELS, ROOT, GunicornServer, bar_png
+from .support import MODELS, ROOT, GunicornServer, bar_png, encode
 
 BOMB = webp_bomb()
 JSON = {"Content-Type": "application/json"}
@@ -103,12 +103,6 @@ def test_batches_within_the_budget_still_work(server):
 
 
 # -- the pixel budget, directly -----------------------------------------------------------------------
-
-
-def encode(image: Image.Image, fmt: str, **save) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format=fmt, **save)
-    return buf.getvalue()
 
 
 @pytest.mark.parametrize(("fmt", "save", "mode"), [

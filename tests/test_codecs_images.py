@@ -26,6 +26,8 @@ from service.pictures import decode as images
 from service.pictures import pnginflate
 from service.pictures.decode import decode_image
 
+from .support import encode
+
 MAX = 4096 * 4096
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # The small-grayscale-PNG fast path decodes with pyspng where its wheel exists, else with Pillow.
@@ -33,12 +35,6 @@ FAST_DECODERS = ["pyspng", "pillow"]
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def encode(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
 @contextlib.contextmanager

@@ -21,6 +21,8 @@ from service.errors import BadRequest
 from service.pictures.decode import decode_picture
 from service.pictures.jpeg import jpeg_to_gray
 
+from .support import encode
+
 MAX = 40_000_000
 ENCODINGS = {
     "4:2:0": {"quality": 85, "subsampling": 2},
@@ -42,12 +44,6 @@ def scene(width: int, height: int, seed: int) -> Image.Image:
         rgb[max(0, y - height // 6): y + height // 6, max(0, x - 2): x + 3] = (40, 45, 80)
     rgb += rng.normal(0, 4, rgb.shape)
     return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
-
-
-def encode(image: Image.Image, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", **options)
-    return buffer.getvalue()
 
 
 def pillow_draft(data: bytes, scale: int) -> np.ndarray:
@@ -72,14 +68,14 @@ def turbo(data: bytes, scale: int) -> np.ndarray | None:
 @pytest.mark.parametrize("encoding", sorted(ENCODINGS))
 @pytest.mark.parametrize("scale", [1, 2, 4, 8])
 def test_turbojpeg_gives_pillows_pixels(encoding: str, scale: int) -> None:
-    data = encode(scene(1601, 1203, seed=scale), **ENCODINGS[encoding])
+    data = encode(scene(1601, 1203, seed=scale), "JPEG", **ENCODINGS[encoding])
     pixels = turbo(data, scale)
     assert pixels is not None, "TurboJPEG declined an ordinary JPEG"
     np.testing.assert_array_equal(pixels, pillow_draft(data, scale))
 
 
 def test_a_gray_jpeg_gives_pillows_pixels() -> None:
-    data = encode(scene(640, 480, seed=3).convert("L"), quality=90)
+    data = encode(scene(640, 480, seed=3).convert("L"), "JPEG", quality=90)
     for scale in (1, 2, 4, 8):
         np.testing.assert_array_equal(turbo(data, scale), pillow_draft(data, scale))
 
@@ -87,25 +83,25 @@ def test_a_gray_jpeg_gives_pillows_pixels() -> None:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(1, 900), st.integers(1, 900), st.sampled_from(sorted(ENCODINGS)), st.sampled_from([1, 2, 4, 8]))
 def test_any_size_gives_pillows_pixels(width: int, height: int, encoding: str, scale: int) -> None:
-    data = encode(scene(width, height, seed=width + height), **ENCODINGS[encoding])
+    data = encode(scene(width, height, seed=width + height), "JPEG", **ENCODINGS[encoding])
     np.testing.assert_array_equal(turbo(data, scale), pillow_draft(data, scale))
 
 
 def test_a_photo_reads_through_the_service_decoder_as_pillow_decodes_it() -> None:
-    data = encode(scene(1600, 1200, seed=9), quality=86)
+    data = encode(scene(1600, 1200, seed=9), "JPEG", quality=86)
     picture = decode_picture(data, max_pixels=MAX)
     assert picture.gray.shape == (150, 200)  # a camera's frame, decoded at 1/8
     np.testing.assert_array_equal(picture.gray, pillow_draft(data, 8))
 
 
 def test_cmyk_is_left_to_pillow() -> None:
-    data = encode(scene(64, 48, seed=1).convert("CMYK"), quality=90)
+    data = encode(scene(64, 48, seed=1).convert("CMYK"), "JPEG", quality=90)
     assert jpeg_to_gray(data, "CMYK", 1, (64, 48)) is None
     assert decode_picture(data, max_pixels=MAX).gray.shape == (48, 64)
 
 
 def test_a_truncated_jpeg_is_left_to_pillow_and_refused() -> None:
-    data = encode(scene(400, 300, seed=2), quality=85)
+    data = encode(scene(400, 300, seed=2), "JPEG", quality=85)
     cut = data[: len(data) * 2 // 3]
     assert jpeg_to_gray(cut, "L", 1, (400, 300)) is None
     with pytest.raises(BadRequest, match="truncated or corrupt"):
@@ -113,7 +109,7 @@ def test_a_truncated_jpeg_is_left_to_pillow_and_refused() -> None:
 
 
 def test_stray_bytes_are_left_to_pillow_which_still_reads_the_picture() -> None:
-    data = encode(scene(320, 240, seed=4), quality=85)
+    data = encode(scene(320, 240, seed=4), "JPEG", quality=85)
     end = data.rfind(b"\xff\xd9")
     stray = data[:end] + b"\x00\x13\x37" + data[end:]  # libjpeg: "3 extraneous bytes before marker"
     assert jpeg_to_gray(stray, "L", 1, (320, 240)) is None
@@ -125,7 +121,7 @@ def test_a_sideways_photo_decoded_square_still_reports_its_upright_size(orientat
     """1000x999 decodes at 1/2 to 500x500: the upright size must still swap (/read scales boxes by it)."""
     exif = Image.Exif()
     exif[0x0112] = orientation
-    data = encode(scene(1000, 999, seed=orientation), quality=85, exif=exif.tobytes())
+    data = encode(scene(1000, 999, seed=orientation), "JPEG", quality=85, exif=exif.tobytes())
     picture = decode_picture(data, max_pixels=MAX)
     assert picture.gray.shape == (500, 500)
     assert picture.size == (999, 1000)
