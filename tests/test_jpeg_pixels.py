@@ -10,6 +10,7 @@ about (a truncated file, stray bytes) is left to Pillow, which decides what the 
 from __future__ import annotations
 
 import io
+import sys
 
 import numpy as np
 import pytest
@@ -47,22 +48,19 @@ def scene(width: int, height: int, seed: int) -> Image.Image:
 
 
 def pillow_draft(data: bytes, scale: int) -> np.ndarray:
-    """Pillow's gray decode at about 1/``scale``, the way decode.py asked for it before TurboJPEG."""
-    return drafted(data, scale)[0]
-
-
-def drafted(data: bytes, scale: int) -> tuple[np.ndarray, int]:
-    """Pillow's decode and the reduction it chose (less than asked for a picture of a few pixels)."""
+    """Pillow's gray decode at about 1/``scale`` (less for a picture of a few pixels), the way decode.py
+    asked for it before TurboJPEG."""
     with Image.open(io.BytesIO(data)) as image:
         width, height = image.size
-        _, box = image.draft("L", (max(1, width // scale), max(1, height // scale)))
+        image.draft("L", (max(1, width // scale), max(1, height // scale)))
         image.load()
-        return np.asarray(image), round(width / box[2])
+        return np.asarray(image)
 
 
 def turbo(data: bytes, scale: int) -> np.ndarray | None:
-    reference, chosen = drafted(data, scale)
-    return jpeg_to_gray(data, "L", chosen, (reference.shape[1], reference.shape[0]))
+    """TurboJPEG's decode at the size Pillow's has."""
+    height, width = pillow_draft(data, scale).shape
+    return jpeg_to_gray(data, "L", (width, height))
 
 
 @pytest.mark.parametrize("encoding", sorted(ENCODINGS))
@@ -84,7 +82,24 @@ def test_a_gray_jpeg_gives_pillows_pixels() -> None:
 @given(st.integers(1, 900), st.integers(1, 900), st.sampled_from(sorted(ENCODINGS)), st.sampled_from([1, 2, 4, 8]))
 def test_any_size_gives_pillows_pixels(width: int, height: int, encoding: str, scale: int) -> None:
     data = encode(scene(width, height, seed=width + height), "JPEG", **ENCODINGS[encoding])
-    np.testing.assert_array_equal(turbo(data, scale), pillow_draft(data, scale))
+    reference = pillow_draft(data, scale)
+    if min(reference.shape) < 8:  # a few pixels a side: Pillow's (the next test)
+        assert turbo(data, scale) is None
+    else:
+        np.testing.assert_array_equal(turbo(data, scale), reference)
+
+
+@pytest.mark.parametrize(("side", "scale"), [(3, 2), (5, 4), (7, 1)])
+def test_a_picture_of_a_few_pixels_is_left_to_pillow(side: int, scale: int) -> None:
+    """TurboJPEG's 3/8 gives a 3x3 picture the 2x2 of Pillow's 1/2, from other coefficients."""
+    data = encode(scene(side, side, seed=side), "JPEG", quality=90)
+    assert turbo(data, scale) is None
+    np.testing.assert_array_equal(decode_picture(data, max_pixels=MAX, min_side=1).gray, pillow_draft(data, 8))
+
+
+def test_a_size_no_scale_of_turbojpeg_gives_is_declined() -> None:
+    data = encode(scene(1600, 1200, seed=5), "JPEG", quality=86)
+    assert jpeg_to_gray(data, "L", (201, 150)) is None  # 1/8 is 200 wide, 1/4 is 400
 
 
 def test_a_photo_reads_through_the_service_decoder_as_pillow_decodes_it() -> None:
@@ -96,14 +111,14 @@ def test_a_photo_reads_through_the_service_decoder_as_pillow_decodes_it() -> Non
 
 def test_cmyk_is_left_to_pillow() -> None:
     data = encode(scene(64, 48, seed=1).convert("CMYK"), "JPEG", quality=90)
-    assert jpeg_to_gray(data, "CMYK", 1, (64, 48)) is None
+    assert jpeg_to_gray(data, "CMYK", (64, 48)) is None
     assert decode_picture(data, max_pixels=MAX).gray.shape == (48, 64)
 
 
 def test_a_truncated_jpeg_is_left_to_pillow_and_refused() -> None:
     data = encode(scene(400, 300, seed=2), "JPEG", quality=85)
     cut = data[: len(data) * 2 // 3]
-    assert jpeg_to_gray(cut, "L", 1, (400, 300)) is None
+    assert jpeg_to_gray(cut, "L", (400, 300)) is None
     with pytest.raises(BadRequest, match="truncated or corrupt"):
         decode_picture(cut, max_pixels=MAX)
 
@@ -112,7 +127,7 @@ def test_stray_bytes_are_left_to_pillow_which_still_reads_the_picture() -> None:
     data = encode(scene(320, 240, seed=4), "JPEG", quality=85)
     end = data.rfind(b"\xff\xd9")
     stray = data[:end] + b"\x00\x13\x37" + data[end:]  # libjpeg: "3 extraneous bytes before marker"
-    assert jpeg_to_gray(stray, "L", 1, (320, 240)) is None
+    assert jpeg_to_gray(stray, "L", (320, 240)) is None
     np.testing.assert_array_equal(decode_picture(stray, max_pixels=MAX).gray, pillow_draft(stray, 1))
 
 
@@ -125,3 +140,32 @@ def test_a_sideways_photo_decoded_square_still_reports_its_upright_size(orientat
     picture = decode_picture(data, max_pixels=MAX)
     assert picture.gray.shape == (500, 500)
     assert picture.size == (999, 1000)
+
+
+def decoders_called(data: bytes) -> list[str]:
+    """Which decoders gave ``decode_picture`` pixels of ``data``, in order: TurboJPEG (``jpeg_to_gray``
+    returning pixels) and Pillow (``ImageFile.load``), seen with ``sys.setprofile`` (an observer; nothing
+    is replaced)."""
+    seen: list[str] = []
+
+    def profile(frame, event, arg) -> None:
+        code = frame.f_code
+        if event == "return" and code.co_name == "jpeg_to_gray" and arg is not None:
+            seen.append("turbojpeg")
+        elif (event == "call" and code.co_name == "load" and code.co_filename.endswith("ImageFile.py")
+              and seen[-1:] != ["pillow"]):  # Pillow's load runs its base class's too: one decode
+            seen.append("pillow")
+
+    sys.setprofile(profile)
+    try:
+        decode_picture(data, max_pixels=MAX)
+    finally:
+        sys.setprofile(None)
+    return seen
+
+
+def test_a_phone_photo_is_decoded_once_by_turbojpeg_and_a_damaged_picture_by_pillow() -> None:
+    assert decoders_called(encode(scene(1600, 1200, seed=11), "JPEG", quality=86)) == ["turbojpeg"]
+    data = encode(scene(320, 240, seed=4), "JPEG", quality=85)
+    end = data.rfind(b"\xff\xd9")
+    assert decoders_called(data[:end] + b"\x00\x13\x37" + data[end:]) == ["pillow"]  # TurboJPEG declined it

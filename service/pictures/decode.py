@@ -359,8 +359,8 @@ def _decode_with_pillow(data: bytes, fmt: str, max_pixels: int, min_side: int | 
             stored = image.size
             gray = None
             if image.format in ("JPEG", "MPO"):  # TurboJPEG decodes it, unless it declines (jpeg.py)
-                scale = _draft(image, min_side)
-                gray = jpeg_to_gray(data, image.mode, scale, image.size)
+                _draft(image, min_side)
+                gray = jpeg_to_gray(data, image.mode, image.size)
             if fmt == "PNG":  # Pillow pads short image data; checked after the pixel limit (it inflates)
                 require_complete_png_rows(data, MAX_PNG_CHUNKS)
             if gray is None:
@@ -375,11 +375,11 @@ def _decode_with_pillow(data: bytes, fmt: str, max_pixels: int, min_side: int | 
             image.close()
 
 
-def _draft(image: Image.Image, min_side: int | None) -> int:
+def _draft(image: Image.Image, min_side: int | None) -> None:
     """Ask libjpeg for grayscale (faster, same result) at the smallest DCT scale that keeps ``min_side``.
 
     Pillow's ``draft`` picks the largest reduction that fits ``size`` a whole number of times, so we ask
-    for the size divided by our chosen scale, rounded down. Returns the reduction Pillow chose.
+    for the size divided by our chosen scale, rounded down.
     """
     width, height = image.size
     scale = 1
@@ -387,9 +387,7 @@ def _draft(image: Image.Image, min_side: int | None) -> int:
         if min_side == DECODE_MIN_SIDE and min(width, height) >= CAMERA_SHORT_SIDE:
             min_side = CAMERA_MIN_SIDE  # the default, for a camera's frame (see CAMERA_MIN_SIDE)
         scale = next((s for s in _DCT_SCALES if min(width, height) // s >= min_side), 1)
-    drafted = image.draft("L" if image.mode in ("RGB", "YCbCr") else None,
-                          (max(1, width // scale), max(1, height // scale)))
-    return 1 if drafted is None else round(width / drafted[1][2])
+    image.draft("L" if image.mode in ("RGB", "YCbCr") else None, (max(1, width // scale), max(1, height // scale)))
 
 
 def _require_trailer(data: bytes, fmt: str) -> None:

@@ -17,22 +17,28 @@ import simplejpeg
 
 __all__ = ["jpeg_to_gray"]
 
+#: TurboJPEG picks the smallest of its scales (n/8) that gives at least the asked size. From this many
+#: pixels a side that is the scale Pillow used; below it another can give the same size (3/8 for a 3x3
+#: picture drafted at 1/2: other pixels), so such tiny pictures are Pillow's.
+_SMALLEST_SIDE = 8
 
-def jpeg_to_gray(data: bytes, mode: str, scale: int, size: tuple[int, int]) -> np.ndarray | None:
-    """The JPEG's gray pixels at 1/``scale``, or None to let Pillow decode it.
 
-    ``mode`` and ``size`` are what Pillow's ``draft`` made of the image: only "L" (gray, or colour drafted
-    to gray) is decoded here; CMYK and the rest are Pillow's. Any complaint from libjpeg, a warning
-    included (truncated or corrupt data), declines, so that Pillow decides what the client is told.
+def jpeg_to_gray(data: bytes, mode: str, size: tuple[int, int]) -> np.ndarray | None:
+    """The JPEG's gray pixels at ``size``, or None to let Pillow decode it.
+
+    ``mode`` and ``size`` are what Pillow's ``draft`` made of the image (the size tells the DCT scale):
+    only "L" (gray, or colour drafted to gray) is decoded here; CMYK and the rest are Pillow's. Any
+    complaint from libjpeg, a warning included (truncated or corrupt data), declines, so that Pillow
+    decides what the client is told.
     """
-    if mode != "L":
-        return None
     width, height = size
+    if mode != "L" or min(width, height) < _SMALLEST_SIDE:
+        return None
     try:
         pixels = simplejpeg.decode_jpeg(data, colorspace="GRAY", fastdct=False, fastupsample=False,
-                                        min_factor=scale, min_width=width, min_height=height, strict=True)
+                                        min_width=width, min_height=height, strict=True)
     except ValueError:  # what simplejpeg raises for anything libjpeg or TurboJPEG refuse
         return None
-    if pixels.shape[:2] != (height, width):  # another scale than Pillow's: not the same pixels
+    if pixels.shape[:2] != (height, width):  # no scale of TurboJPEG's gives Pillow's size: decline
         return None
     return pixels.reshape(height, width)
