@@ -25,6 +25,7 @@ from PIL import Image
 
 from bench.numbercorpus import NumberPicture, generate, mnist_test_digits, score
 from service.pictures import variants
+from service.pictures.blurjoins import split_blurred_joins
 from service.pictures.components import label_runs
 from service.pictures.segment import InkMap, candidates, segment_number
 
@@ -537,6 +538,32 @@ def test_two_digits_joined_only_by_their_blur_are_two_places(seed: int) -> None:
     (one,), (zero,) = (place.options[0] for place in places)
     assert one.box[2] <= 128 and zero.box[0] >= 122, (one.box, zero.box)
     assert zero.box[2] >= 215 and min(one.box[3], zero.box[3]) >= 188
+
+
+def slanted_pair(gap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ink strength of two parallel strokes 80 px tall, slanted (x = offset + 0.5 y) or upright (``gap``
+    apart either way), each 5 px wide at full strength, joined by faint ink (0.3) between them; and its
+    mask (the ink mask keeps the faint ink: it touches the strokes)."""
+    ys, xs = np.mgrid[0:100, 0:120].astype(np.float64)
+    slant = 0.5 if gap < 0 else 0.0
+    first = np.abs(xs - (10 + slant * ys)) < 2.5
+    second = np.abs(xs - (10 + abs(gap) + slant * ys)) < 2.5
+    between = (xs > 10 + slant * ys) & (xs < 10 + abs(gap) + slant * ys)
+    rows = (ys >= 10) & (ys < 90)
+    level = np.where(rows & (first | second), 1.0, np.where(rows & between, 0.3, 0.0)).astype(np.float32)
+    return level, level > 0.1
+
+
+@pytest.mark.parametrize(("gap", "cut"), [(12, True), (-12, False)])
+def test_only_strokes_standing_side_by_side_are_cut_apart(gap: float, cut: bool) -> None:
+    """Two digit-tall stroke cores joined by faint ink are two digits when they stand side by side (a
+    "11" touching through its blur: cut along the cores) and one digit's strokes when they share most
+    of their columns (slanted strokes one behind the other: kept whole, faint ink included)."""
+    level, mask = slanted_pair(gap)
+    pieces = label_runs(mask)
+    assert pieces.count == 1
+    kept = split_blurred_joins(pieces, level, level >= 0.8)
+    np.testing.assert_array_equal(kept, level >= 0.5 if cut else mask)
 
 
 def test_a_digit_written_lighter_than_the_rest_is_kept_whole() -> None:
