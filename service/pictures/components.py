@@ -79,6 +79,14 @@ class Components:
         out[self._pixels(keep[self.label])[0]] = True
         return out.reshape(height, width)
 
+    def holding(self, pixels: np.ndarray) -> Components:
+        """The components holding at least one of the set pixels of ``pixels`` (a bool image of this shape,
+        set only on the mask's pixels): hysteresis, with the strong ink as ``pixels``. Found per pixel by
+        a binary search in the runs (a few hundred strong pixels, not every weak one)."""
+        held = np.flatnonzero(pixels)
+        width = self.shape[1]
+        return self.subset(np.bincount(self.label_at(held // width, held % width), minlength=self.count) > 0)
+
     def subset(self, keep: np.ndarray) -> Components:
         """The components whose ``keep`` entry is true, renumbered 0..n-1 in their order (the mask of
         the rest removed, without labelling again)."""

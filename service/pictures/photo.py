@@ -344,12 +344,8 @@ def _strongly_held(weak: np.ndarray, ink: np.ndarray, low: int) -> Components:
     components = label_runs(weak)
     if components.count == 0:
         return components
-    # the components of the strong weak pixels (a strong pixel on a removed line is not in ``weak``),
-    # found per pixel by a binary search in the runs: a few hundred strong pixels, not every weak one
-    held = np.flatnonzero((ink >= _strong_level(low)) & weak)
-    width = weak.shape[1]
-    holding = components.label_at(held // width, held % width)
-    return components.subset(np.bincount(holding, minlength=components.count) > 0)
+    # the components of the strong weak pixels (a strong pixel on a removed line is not in ``weak``)
+    return components.holding((ink >= _strong_level(low)) & weak)
 
 
 class _Spread(NamedTuple):

@@ -199,13 +199,10 @@ def ink_map(gray: np.ndarray) -> InkMap:
         strength = np.where(lines & ~weak, np.uint8(0), strength)  # no line in a digit's crop either
         if not strong.any():
             return InkMap(strength, strong)
-    pieces = label_runs(weak)
-    ys, xs = np.nonzero(strong)  # strong pixels are weak ones too (the faint threshold is lower)
-    keep = np.zeros(pieces.count, dtype=bool)
-    keep[pieces.label_at(ys, xs)] = True
+    pieces = label_runs(weak).holding(strong)  # strong pixels are weak ones too (the faint threshold is lower)
     # Two digits a pixel or two apart meet in their strokes' blur: such a piece is cut along the
     # strokes' half-maximum cores (pictures/blurjoins.py).
-    return InkMap(strength, split_blurred_joins(pieces.subset(keep), level, strong))
+    return InkMap(strength, split_blurred_joins(pieces, level, strong))
 
 
 def _grain_smoothed(strength: np.ndarray) -> tuple[np.ndarray, bool]:
