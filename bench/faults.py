@@ -251,6 +251,17 @@ def held_client_ports(pid: int, port: int) -> set[int]:
     return clients
 
 
+def all_stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` has stopped. kill(SIGSTOP) returns before that: a thread that is
+    waiting for a CPU stops only when it next runs, and it may first finish an accept() it is inside."""
+    states = []
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                states.append(fh.read().rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(state in "Tt" for state in states)
+
+
 def accepted_by(server: GunicornServer, sock: socket.socket) -> int | None:
     """The worker pid that has accept()ed this client connection, None while it waits in the backlog."""
     inode = _server_socket_inode(server.port, sock.getsockname()[1])
@@ -288,6 +299,7 @@ def kill_worker(*, workers: int = 2, threads: int = 1, worker_class: str | None 
             # Freeze it first, so the connections it holds can be listed exactly: a stopped worker
             # accepts nothing more (new connections wait in the shared backlog for the other one).
             os.kill(victim, signal.SIGSTOP)
+            wait_for(lambda: all_stopped(victim), timeout=5, interval=0.001)
             victim_ports = held_client_ports(victim, server.port)
             t_kill = time.monotonic()
             os.kill(victim, signal.SIGKILL)
