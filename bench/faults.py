@@ -299,7 +299,8 @@ def kill_worker(*, workers: int = 2, threads: int = 1, worker_class: str | None 
             # Freeze it first, so the connections it holds can be listed exactly: a stopped worker
             # accepts nothing more (new connections wait in the shared backlog for the other one).
             os.kill(victim, signal.SIGSTOP)
-            wait_for(lambda: all_stopped(victim), timeout=5, interval=0.001)
+            if not wait_for(lambda: all_stopped(victim), timeout=5, interval=0.001):
+                raise RuntimeError(f"worker {victim} did not stop within 5 s of SIGSTOP: its list would be wrong")
             victim_ports = held_client_ports(victim, server.port)
             t_kill = time.monotonic()
             os.kill(victim, signal.SIGKILL)
