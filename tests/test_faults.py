@@ -6,12 +6,39 @@ test asserts on the counts it returns. Everything targets 127.0.0.1 and stops by
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+
 import pytest
 
 from bench import faults
 from service.config import load_settings
 
 pytestmark = pytest.mark.slow
+
+
+def test_a_process_counts_as_stopped_only_once_every_thread_has_stopped():
+    """The kill test lists the victim's connections once ``all_stopped`` says so: read too early, a
+    thread still finishing an accept() left a connection off the list (CI counted its reset
+    "elsewhere"). A three-thread process reads running, stopped after SIGSTOP, running after SIGCONT."""
+    code = ("import threading, time\n"
+            "for _ in range(2): threading.Thread(target=lambda: [time.sleep(0.001) for _ in iter(int, 1)],"
+            " daemon=True).start()\n"
+            "print('up', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "up"
+        assert len(os.listdir(f"/proc/{proc.pid}/task")) == 3
+        assert not faults.all_stopped(proc.pid)
+        os.kill(proc.pid, signal.SIGSTOP)
+        assert faults.wait_for(lambda: faults.all_stopped(proc.pid), timeout=5, interval=0.001)
+        os.kill(proc.pid, signal.SIGCONT)
+        assert faults.wait_for(lambda: not faults.all_stopped(proc.pid), timeout=5, interval=0.001)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_sigkill_worker_under_load_loses_only_its_in_flight_requests():
